@@ -1,0 +1,42 @@
+# The two commands of the README's promise: `make demo` and `make test`.
+# Each sets up everything it needs (virtualenv, npm packages) on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+
+.PHONY: demo test lint unit bench lock clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[pipeline,azure,dev]'
+	@touch $@
+
+node_modules/.package-lock.json: package.json
+	npm install --no-audit --no-fund --loglevel=error
+
+demo: $(STAMP)
+	$(BIN)/aml-trigger demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not azurite" -q
+
+test: $(STAMP) node_modules/.package-lock.json lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lock:
+	rm -rf /tmp/aml-trigger-lock && $(PYTHON) -m venv /tmp/aml-trigger-lock
+	/tmp/aml-trigger-lock/bin/pip install -q '.[pipeline,azure,dev]'
+	/tmp/aml-trigger-lock/bin/pip freeze --exclude aml-trigger | sort -f > constraints.txt
+
+clean:
+	rm -rf $(VENV) node_modules .local

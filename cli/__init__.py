@@ -1,0 +1,1 @@
+"""The `aml-trigger` command line."""

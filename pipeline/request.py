@@ -1,0 +1,150 @@
+"""TrainingRequest: everything one pipeline run needs, validated before submission.
+
+The same model validates HTTP bodies, timer defaults and blob events. It is strict
+(no type coercion from JSON), rejects unknown fields, and bounds every size, so a
+request that passes here cannot fail the pipeline for a reason we could have seen.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from steps.params import DeployTarget, GateKpis, SplitParams, TrainParams
+
+_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+@ -]{0,127}$")
+
+
+class TrainingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    data: str = Field(
+        "",
+        max_length=512,
+        description="Folder (prefix) inside the incoming container holding the data parts, "
+        "e.g. `drops/2026-11-22/`; empty means the whole container. Relative, "
+        "no `..`, no URL: data from other containers or accounts is refused.",
+    )
+    params: TrainParams = Field(default_factory=TrainParams, description="LightGBM parameters.")
+    split: SplitParams = Field(default_factory=SplitParams, description="Data split settings.")
+    gate: GateKpis = Field(default_factory=GateKpis, description="ChampionGate KPIs.")
+    model_name: str = Field(
+        "porto-seguro-lgbm", pattern=_NAME, description="Registered model name."
+    )
+    deploy_target: DeployTarget = Field(
+        "local",
+        description="`local` scoring server, `aci` (managed online endpoint), "
+        "`aks` (Kubernetes online endpoint) or `none`.",
+    )
+    endpoint_name: str = Field(
+        "porto-seguro",
+        pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$",
+        description="Endpoint the champion is served from.",
+    )
+    compute: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Azure ML compute target(s); several fan out into one comparison group. "
+        "Empty: AML_COMPUTE. Ignored by the local backend.",
+    )
+    experiment: str = Field("aml-trigger", pattern=_NAME, description="Experiment name.")
+    tags: dict[str, str] = Field(
+        default_factory=dict, max_length=20, description="Free-form tags (<=20) kept with the run."
+    )
+    reason: str = Field("", max_length=500, description="Why this run was asked for.")
+    callback_url: str | None = Field(
+        None,
+        max_length=2048,
+        description="Notified with a JSON summary when the run ends. https only "
+        "(http only to loopback when running locally).",
+    )
+    dry_run: bool = Field(False, description="Validate and show the job without submitting.")
+
+    @field_validator("data")
+    @classmethod
+    def _data_inside_container(cls, value: str) -> str:
+        return normalize_data_prefix(value)
+
+    @field_validator("compute")
+    @classmethod
+    def _compute_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"^[A-Za-z][A-Za-z0-9-]{1,31}$", name):
+                raise ValueError(
+                    f"compute target {name!r} is not a valid name "
+                    "(2-32 letters, digits or '-', starting with a letter)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("compute targets must not repeat")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag in value.items():
+            if not re.fullmatch(r"^[A-Za-z0-9_.:-]{1,64}$", key):
+                raise ValueError(f"tag key {key!r}: 1-64 letters, digits, '_', '.', ':' or '-'")
+            if len(tag) > 256:
+                raise ValueError(f"tag {key!r}: value longer than 256 characters")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"https", "http"} or not parts.hostname:
+            raise ValueError("callback_url must be an absolute https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("callback_url must not carry credentials")
+        return value
+
+    def pipeline_inputs(self, *, data_uri: str, lineage: dict[str, str]) -> dict[str, Any]:
+        """Flatten into the pipeline component's inputs (names as in the YAML).
+
+        `data_uri` is where the executor finds the data (a local folder or an
+        azureml:// URI); `lineage` carries trigger, run_key and code_version.
+        """
+        inputs: dict[str, Any] = {"training_data": data_uri}
+        inputs.update(self.params.model_dump())
+        inputs.update(self.split.model_dump())
+        inputs.update(self.gate.model_dump())
+        inputs.update(
+            model_name=self.model_name,
+            deploy_target=self.deploy_target,
+            endpoint_name=self.endpoint_name,
+            data_location=self.data,
+            trigger=lineage.get("trigger", "manual"),
+            run_key=lineage.get("run_key", ""),
+            code_version=lineage.get("code_version", "dev"),
+        )
+        return inputs
+
+
+def normalize_data_prefix(value: str) -> str:
+    """A prefix inside the incoming container, or ValueError saying what is accepted."""
+    raw = value.strip()
+    if "://" in raw or raw.startswith(("\\\\", "//")):
+        raise ValueError(
+            f"data {value!r}: URLs and other accounts are not accepted; "
+            "give a folder inside the incoming container, e.g. 'drops/2026-11-22/'"
+        )
+    if "\\" in raw or "\x00" in raw or any(ord(c) < 32 for c in raw):
+        raise ValueError(f"data {value!r}: backslashes and control characters are not accepted")
+    if raw.startswith("/"):
+        raise ValueError(f"data {value!r}: must be relative to the incoming container")
+    segments = [s for s in raw.split("/") if s]
+    for segment in segments:
+        if segment in {".", ".."}:
+            raise ValueError(f"data {value!r}: '.' and '..' segments are not accepted")
+        if not _SEGMENT.fullmatch(segment):
+            raise ValueError(
+                f"data {value!r}: segment {segment!r} has characters outside "
+                "letters, digits and _ . = + @ - space"
+            )
+    return "/".join(segments) + ("/" if segments else "")

@@ -1,0 +1,45 @@
+"""What a run looks like to users, whatever executed it (local or Azure ML)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RunStatus = Literal["queued", "running", "completed", "failed", "canceled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "canceled"})
+StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "canceled"]
+
+
+class StepRecord(BaseModel):
+    name: str
+    status: StepStatus = "pending"
+    started_at: str | None = Field(None, description="ISO 8601, UTC.")
+    finished_at: str | None = None
+    duration_s: float | None = None
+    error: str | None = Field(None, description="The step's own error message when it failed.")
+    log_path: str | None = None
+    peak_rss_mb: float | None = None
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    status: RunStatus
+    backend: Literal["local", "aml"] = "local"
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    trigger: str = Field("manual", description="http, timer, blob, cli or schedule.")
+    idempotency_key: str | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict, description="Test-split metrics.")
+    gate: dict[str, Any] | None = Field(None, description="ChampionGate decision and reasons.")
+    model_version: str | None = None
+    endpoint: str | None = Field(None, description="Scoring URI of the serving endpoint.")
+    error: str | None = None
+    request: dict[str, Any] | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="Backend-specific details.")
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL

@@ -1,0 +1,126 @@
+"""App settings, read in one place (the contract table in design.md).
+
+Secrets (storage connection strings, the function key) are held as SecretStr so
+that printing or logging a Settings object never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+AML_SETTINGS = ("AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE")
+
+
+class SettingsError(ValueError):
+    """One or more app settings are invalid; the message names each of them."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pipeline_backend: Literal["local", "aml"] = Field(
+        "local", description="PIPELINE_BACKEND: `local` (embedded executor) or `aml`."
+    )
+    storage_connection: SecretStr = Field(
+        SecretStr(""),
+        description="AzureWebJobsStorage: empty = folder storage under AML_TRIGGER_HOME, "
+        "`UseDevelopmentStorage=true` = Azurite, else a connection string.",
+    )
+    incoming_container: str = Field(
+        "incoming",
+        pattern=r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$",
+        description="INCOMING_CONTAINER: container (or folder) watched for new data.",
+    )
+    train_schedule: str = Field(
+        "0 0 2 * * *", description="TRAIN_SCHEDULE: NCRONTAB (6 fields) of the nightly timer."
+    )
+    aml_subscription_id: str | None = None
+    aml_resource_group: str | None = None
+    aml_workspace: str | None = None
+    aml_pipeline_component: str | None = Field(
+        None, description="AML_PIPELINE_COMPONENT: registered pipeline component, name[:version]."
+    )
+    aml_compute: str | None = None
+    function_key: SecretStr | None = Field(
+        None, description="AML_TRIGGER_FUNCTION_KEY: key the local host requires."
+    )
+    home: Path = Field(
+        Path(".local"), description="AML_TRIGGER_HOME: state of the embedded default."
+    )
+    max_concurrent_runs: int = Field(
+        1, ge=1, le=64, description="MAX_CONCURRENT_RUNS: runs of the pipeline at once."
+    )
+    concurrency_policy: Literal["queue", "skip"] = Field(
+        "queue",
+        description="CONCURRENCY_POLICY: what happens to a run over the limit: wait or skip.",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        raw = {
+            "pipeline_backend": env.get("PIPELINE_BACKEND") or "local",
+            "storage_connection": SecretStr(env.get("AzureWebJobsStorage", "")),
+            "incoming_container": env.get("INCOMING_CONTAINER") or "incoming",
+            "train_schedule": env.get("TRAIN_SCHEDULE") or "0 0 2 * * *",
+            "aml_subscription_id": env.get("AML_SUBSCRIPTION_ID") or None,
+            "aml_resource_group": env.get("AML_RESOURCE_GROUP") or None,
+            "aml_workspace": env.get("AML_WORKSPACE") or None,
+            "aml_pipeline_component": env.get("AML_PIPELINE_COMPONENT") or None,
+            "aml_compute": env.get("AML_COMPUTE") or None,
+            "function_key": SecretStr(env["AML_TRIGGER_FUNCTION_KEY"])
+            if env.get("AML_TRIGGER_FUNCTION_KEY")
+            else None,
+            "home": Path(env.get("AML_TRIGGER_HOME") or ".local"),
+            "max_concurrent_runs": env.get("MAX_CONCURRENT_RUNS") or 1,
+            "concurrency_policy": env.get("CONCURRENCY_POLICY") or "queue",
+        }
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise SettingsError(_describe(exc)) from None
+
+    @property
+    def storage_kind(self) -> Literal["folder", "azurite", "azure"]:
+        value = self.storage_connection.get_secret_value().strip()
+        if not value:
+            return "folder"
+        if value.lower().startswith("usedevelopmentstorage=true"):
+            return "azurite"
+        return "azure"
+
+    def missing_for_aml(self) -> list[str]:
+        """Names of the settings the Azure ML backend needs and does not have."""
+        present = {
+            "AML_SUBSCRIPTION_ID": self.aml_subscription_id,
+            "AML_RESOURCE_GROUP": self.aml_resource_group,
+            "AML_WORKSPACE": self.aml_workspace,
+            "AML_PIPELINE_COMPONENT": self.aml_pipeline_component,
+        }
+        return [name for name, value in present.items() if not value]
+
+
+_ENV_NAMES = {
+    "pipeline_backend": "PIPELINE_BACKEND",
+    "incoming_container": "INCOMING_CONTAINER",
+    "train_schedule": "TRAIN_SCHEDULE",
+    "home": "AML_TRIGGER_HOME",
+    "max_concurrent_runs": "MAX_CONCURRENT_RUNS",
+    "concurrency_policy": "CONCURRENCY_POLICY",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        name = _ENV_NAMES.get(field, field.upper())
+        value = err.get("input")
+        shown = "" if field in {"storage_connection", "function_key"} else f" (got {value!r})"
+        parts.append(f"{name}: {err['msg']}{shown}")
+    return "invalid app settings: " + "; ".join(parts)

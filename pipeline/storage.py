@@ -1,0 +1,112 @@
+"""Where incoming data lives: the storage seam (folder / Azurite / Azure Blob).
+
+The embedded default is a folder per container under AML_TRIGGER_HOME/storage.
+Blob implementations sit behind the same interface so the watcher, the policies and
+the local executor do not care which one they talk to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A blob (or file) as the watcher sees it: never its content."""
+
+    container: str
+    name: str
+    etag: str
+    size: int
+    last_modified: float  # epoch seconds
+
+    @property
+    def path(self) -> str:
+        return f"{self.container}/{self.name}"
+
+
+class Storage(Protocol):
+    kind: str
+
+    def list_blobs(self, container: str, prefix: str = "") -> Iterator[BlobInfo]: ...
+
+    def get_blob(self, container: str, name: str) -> BlobInfo | None: ...
+
+    def put_blob(self, container: str, name: str, data: bytes) -> BlobInfo: ...
+
+    def download_prefix(self, container: str, prefix: str, dest: Path) -> list[Path]:
+        """Copy every blob under `prefix` into `dest`, keeping relative names."""
+        ...
+
+    def uri(self, container: str, name: str) -> str: ...
+
+
+class FolderStorage:
+    """Containers as folders: `root/<container>/<name>`. ETags are derived from
+    size and mtime (ns) so a rewrite of the same name is a new version, as in Blob."""
+
+    kind = "folder"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _container(self, container: str) -> Path:
+        return self.root / container
+
+    def list_blobs(self, container: str, prefix: str = "") -> Iterator[BlobInfo]:
+        base = self._container(container)
+        start = base / prefix if prefix and prefix.endswith("/") else base
+        if not start.exists():
+            return
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                full = Path(dirpath) / filename
+                name = full.relative_to(base).as_posix()
+                if name.startswith(prefix):
+                    info = self._info(container, name, full)
+                    if info is not None:
+                        yield info
+
+    def get_blob(self, container: str, name: str) -> BlobInfo | None:
+        return self._info(container, name, self._container(container) / name)
+
+    def put_blob(self, container: str, name: str, data: bytes) -> BlobInfo:
+        target = self._container(container) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)  # readers never see half a file
+        info = self._info(container, name, target)
+        assert info is not None
+        return info
+
+    def download_prefix(self, container: str, prefix: str, dest: Path) -> list[Path]:
+        written = []
+        for blob in self.list_blobs(container, prefix):
+            rel = blob.name[len(prefix) :] if prefix else blob.name
+            target = Path(dest) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self._container(container) / blob.name, target)
+            written.append(target)
+        return written
+
+    def uri(self, container: str, name: str) -> str:
+        return (self._container(container) / name).resolve().as_uri()
+
+    @staticmethod
+    def _info(container: str, name: str, full: Path) -> BlobInfo | None:
+        try:
+            st = full.stat()
+        except FileNotFoundError:
+            return None
+        if not full.is_file() or full.name.startswith("."):
+            return None  # hidden files are in-progress writes (see put_blob)
+        etag = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        return BlobInfo(container, name, f'"{etag}"', st.st_size, st.st_mtime)

@@ -1,0 +1,77 @@
+"""The pipeline's tunable parameters and their bounds: one source of truth.
+
+The pipeline YAML declares the same inputs (a test checks names, defaults and
+bounds agree), the steps validate their CLI arguments with these models, and the
+trigger service validates requests with them before anything is submitted.
+Only pydantic is imported here: this module is loaded by the Functions app.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TrainParams(BaseModel):
+    """LightGBM training parameters (binary objective)."""
+
+    model_config = _STRICT
+
+    learning_rate: float = Field(0.05, gt=0.0, le=1.0, description="Boosting learning rate.")
+    num_leaves: int = Field(31, ge=2, le=4096, description="Maximum leaves per tree.")
+    num_boost_round: int = Field(
+        1000, ge=1, le=20000, description="Maximum boosting rounds (early stopping may end sooner)."
+    )
+    early_stopping_rounds: int = Field(
+        50, ge=0, le=5000, description="Stop after this many rounds without validation gain; 0 = off."
+    )
+    min_data_in_leaf: int = Field(100, ge=1, le=1_000_000, description="Minimum rows per leaf.")
+    feature_fraction: float = Field(
+        0.8, gt=0.0, le=1.0, description="Fraction of features sampled per tree."
+    )
+    bagging_fraction: float = Field(
+        0.8, gt=0.0, le=1.0, description="Fraction of rows sampled per iteration."
+    )
+    lambda_l2: float = Field(1.0, ge=0.0, le=1000.0, description="L2 regularisation.")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="`balanced` weights the rare positive class up (scale_pos_weight)."
+    )
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for the split and for LightGBM.")
+    num_threads: int = Field(0, ge=0, le=256, description="LightGBM threads; 0 = all cores.")
+
+
+class SplitParams(BaseModel):
+    """How prep splits the data (stratified on the target, seeded by TrainParams.seed)."""
+
+    model_config = _STRICT
+
+    valid_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of rows for validation.")
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of rows for test.")
+    min_rows: int = Field(
+        1000, ge=50, le=100_000_000, description="Fewer usable rows than this fails the run at prep."
+    )
+
+
+class GateKpis(BaseModel):
+    """The ChampionGate's KPIs: an absolute floor and a maximum regression."""
+
+    model_config = _STRICT
+
+    gate_metric: Literal["auc", "normalized_gini", "pr_auc"] = Field(
+        "auc", description="Test-split metric the gate judges (higher is better)."
+    )
+    gate_min_score: float = Field(
+        0.6, ge=-1.0, le=1.0, description="Floor: a candidate below this is rejected."
+    )
+    gate_max_regression: float = Field(
+        0.005,
+        ge=0.0,
+        le=1.0,
+        description="A candidate more than this below the champion (same split) is rejected.",
+    )
+
+
+DeployTarget = Literal["none", "local", "aci", "aks"]
