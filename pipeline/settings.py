@@ -33,7 +33,7 @@ class Settings(BaseModel):
     )
     incoming_container: str = Field(
         "incoming",
-        pattern=r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
         description="INCOMING_CONTAINER: container (or folder) watched for new data.",
     )
     train_schedule: str = Field(

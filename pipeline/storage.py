@@ -110,3 +110,14 @@ class FolderStorage:
             return None  # hidden files are in-progress writes (see put_blob)
         etag = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
         return BlobInfo(container, name, f'"{etag}"', st.st_size, st.st_mtime)
+
+
+def open_storage(settings) -> Storage:  # settings: pipeline.settings.Settings
+    """The storage named by AzureWebJobsStorage: empty = folders under
+    AML_TRIGGER_HOME/storage, otherwise Azurite or an Azure account (imported lazily
+    so the folder default never loads the Azure SDK)."""
+    if settings.storage_kind == "folder":
+        return FolderStorage(Path(settings.home) / "storage")
+    from pipeline.blob_storage import BlobStorage
+
+    return BlobStorage.from_connection_string(settings.storage_connection.get_secret_value())

@@ -58,3 +58,8 @@ class Submitter(Protocol):
     def cancel(self, run_id: str) -> RunRecord:
         """Ask the run to stop; raises RunNotFound."""
         ...
+
+    def describe(self, request: TrainingRequest, *, run_id: str, trigger: str) -> dict:
+        """What `submit` would send, without sending it (dry run): for Azure ML the
+        job YAML under "job_yaml", for the local executor the step commands."""
+        ...

@@ -26,7 +26,10 @@ class TrainParams(BaseModel):
         1000, ge=1, le=20000, description="Maximum boosting rounds (early stopping may end sooner)."
     )
     early_stopping_rounds: int = Field(
-        50, ge=0, le=5000, description="Stop after this many rounds without validation gain; 0 = off."
+        50,
+        ge=0,
+        le=5000,
+        description="Stop after this many rounds without validation gain; 0 = off.",
     )
     min_data_in_leaf: int = Field(100, ge=1, le=1_000_000, description="Minimum rows per leaf.")
     feature_fraction: float = Field(
@@ -51,7 +54,10 @@ class SplitParams(BaseModel):
     valid_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of rows for validation.")
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share of rows for test.")
     min_rows: int = Field(
-        1000, ge=50, le=100_000_000, description="Fewer usable rows than this fails the run at prep."
+        1000,
+        ge=50,
+        le=100_000_000,
+        description="Fewer usable rows than this fails the run at prep.",
     )
 
 
