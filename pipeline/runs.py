@@ -43,3 +43,23 @@ class RunRecord(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+RUN_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
+
+
+def run_id_for(idempotency_key: str) -> str:
+    """The run id derived from an idempotency key. Deterministic, so a redelivered
+    event or a retried submission names the same run (and, on Azure ML, the same
+    job), which the backend then refuses to start twice."""
+    import hashlib
+
+    return "run-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+
+
+def new_run_id() -> str:
+    """A fresh run id for a run that has no idempotency key (a manual CLI run)."""
+    import secrets
+    from datetime import UTC, datetime
+
+    return "run-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
