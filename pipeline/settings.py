@@ -60,6 +60,71 @@ class Settings(BaseModel):
         description="CONCURRENCY_POLICY: what happens to a run over the limit: wait or skip.",
     )
 
+    # --- the trigger service (triggers/) -------------------------------------------
+    blob_batch_mode: Literal["window", "marker", "each"] = Field(
+        "window",
+        description="BLOB_BATCH_MODE: how blob arrivals become runs. `window`: one run per "
+        "drop folder when its marker arrives or after a quiet window; `marker`: only the "
+        "marker file starts a run; `each`: every data blob starts a run of its folder.",
+    )
+    blob_marker_name: str = Field(
+        "_SUCCESS",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="BLOB_MARKER_NAME: file name that marks a drop folder complete.",
+    )
+    blob_quiet_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        le=86_400.0,
+        description="BLOB_QUIET_SECONDS: a drop folder with no new blob for this long is run.",
+    )
+    blob_max_delay_seconds: float = Field(
+        600.0,
+        ge=0.0,
+        le=7 * 86_400.0,
+        description="BLOB_MAX_DELAY_SECONDS: a drop is run at most this long after its first "
+        "blob, however steadily blobs keep arriving.",
+    )
+    blob_max_bytes: int = Field(
+        5 * 1024**3,
+        ge=1,
+        description="BLOB_MAX_BYTES: larger blobs are ignored (with a logged reason).",
+    )
+    blob_prefix: str = Field(
+        "",
+        max_length=512,
+        description="BLOB_PREFIX: only blobs under this prefix of the incoming container "
+        "trigger runs; empty = all.",
+    )
+    blob_trigger_source: Literal["LogsAndContainerScan", "EventGrid"] = Field(
+        "LogsAndContainerScan",
+        description="BLOB_TRIGGER_SOURCE: `EventGrid` (low latency; needs an Event Grid "
+        "subscription) or the polling default.",
+    )
+    request_max_bytes: int = Field(
+        65_536,
+        ge=1024,
+        le=10 * 1024**2,
+        description="REQUEST_MAX_BYTES: largest accepted POST /api/runs body.",
+    )
+    train_data_prefix: str = Field(
+        "",
+        max_length=512,
+        description="TRAIN_DATA_PREFIX: folder of the incoming container the nightly timer "
+        "trains on; empty = the whole container.",
+    )
+    public_base_url: str = Field(
+        "http://127.0.0.1:7071",
+        max_length=512,
+        description="PUBLIC_BASE_URL: base of the run links sent in notifications; in Azure "
+        "defaults to https://<WEBSITE_HOSTNAME>.",
+    )
+    running_in_azure: bool = Field(
+        False,
+        description="Set when WEBSITE_INSTANCE_ID is present (the App Service host): callback "
+        "URLs must then resolve to public addresses.",
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -79,6 +144,22 @@ class Settings(BaseModel):
             "home": Path(env.get("AML_TRIGGER_HOME") or ".local"),
             "max_concurrent_runs": env.get("MAX_CONCURRENT_RUNS") or 1,
             "concurrency_policy": env.get("CONCURRENCY_POLICY") or "queue",
+            "blob_batch_mode": env.get("BLOB_BATCH_MODE") or "window",
+            "blob_marker_name": env.get("BLOB_MARKER_NAME") or "_SUCCESS",
+            "blob_quiet_seconds": env.get("BLOB_QUIET_SECONDS") or 30.0,
+            "blob_max_delay_seconds": env.get("BLOB_MAX_DELAY_SECONDS") or 600.0,
+            "blob_max_bytes": env.get("BLOB_MAX_BYTES") or 5 * 1024**3,
+            "blob_prefix": env.get("BLOB_PREFIX") or "",
+            "blob_trigger_source": env.get("BLOB_TRIGGER_SOURCE") or "LogsAndContainerScan",
+            "request_max_bytes": env.get("REQUEST_MAX_BYTES") or 65_536,
+            "train_data_prefix": env.get("TRAIN_DATA_PREFIX") or "",
+            "public_base_url": env.get("PUBLIC_BASE_URL")
+            or (
+                f"https://{env['WEBSITE_HOSTNAME']}"
+                if env.get("WEBSITE_HOSTNAME")
+                else "http://127.0.0.1:7071"
+            ),
+            "running_in_azure": bool(env.get("WEBSITE_INSTANCE_ID")),
         }
         try:
             return cls.model_validate(raw)
@@ -112,6 +193,16 @@ _ENV_NAMES = {
     "home": "AML_TRIGGER_HOME",
     "max_concurrent_runs": "MAX_CONCURRENT_RUNS",
     "concurrency_policy": "CONCURRENCY_POLICY",
+    "blob_batch_mode": "BLOB_BATCH_MODE",
+    "blob_marker_name": "BLOB_MARKER_NAME",
+    "blob_quiet_seconds": "BLOB_QUIET_SECONDS",
+    "blob_max_delay_seconds": "BLOB_MAX_DELAY_SECONDS",
+    "blob_max_bytes": "BLOB_MAX_BYTES",
+    "blob_prefix": "BLOB_PREFIX",
+    "blob_trigger_source": "BLOB_TRIGGER_SOURCE",
+    "request_max_bytes": "REQUEST_MAX_BYTES",
+    "train_data_prefix": "TRAIN_DATA_PREFIX",
+    "public_base_url": "PUBLIC_BASE_URL",
 }
 
 
