@@ -46,6 +46,22 @@ class Settings(BaseModel):
         None, description="AML_PIPELINE_COMPONENT: registered pipeline component, name[:version]."
     )
     aml_compute: str | None = None
+    aml_datastore: str = Field(
+        "incoming",
+        pattern=r"^[A-Za-z0-9_]{1,255}$",
+        description="AML_DATASTORE: workspace datastore fronting the incoming container; "
+        "Azure ML jobs read their data through it.",
+    )
+    aml_batch_endpoint: str | None = Field(
+        None,
+        description="AML_BATCH_ENDPOINT: when set, runs are started by invoking this batch "
+        "endpoint's pipeline component deployment instead of submitting a pipeline job.",
+    )
+    aml_batch_deployment: str | None = Field(
+        None,
+        description="AML_BATCH_DEPLOYMENT: the deployment of AML_BATCH_ENDPOINT to invoke; "
+        "empty = the endpoint's default deployment.",
+    )
     function_key: SecretStr | None = Field(
         None, description="AML_TRIGGER_FUNCTION_KEY: key the local host requires."
     )
@@ -138,6 +154,9 @@ class Settings(BaseModel):
             "aml_workspace": env.get("AML_WORKSPACE") or None,
             "aml_pipeline_component": env.get("AML_PIPELINE_COMPONENT") or None,
             "aml_compute": env.get("AML_COMPUTE") or None,
+            "aml_datastore": env.get("AML_DATASTORE") or "incoming",
+            "aml_batch_endpoint": env.get("AML_BATCH_ENDPOINT") or None,
+            "aml_batch_deployment": env.get("AML_BATCH_DEPLOYMENT") or None,
             "function_key": SecretStr(env["AML_TRIGGER_FUNCTION_KEY"])
             if env.get("AML_TRIGGER_FUNCTION_KEY")
             else None,
