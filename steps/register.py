@@ -1,0 +1,168 @@
+"""register: the candidate becomes a model version with its lineage; the champion
+alias moves only when the gate promoted it and nobody else moved it meanwhile.
+
+A rejected candidate is registered too (tag gate=rejected) so every trained model
+can be found, but it is never aliased. Tagging happens right after the version is
+created; if it fails the version is deleted again, so no version exists without
+its lineage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from steps._cli import StepError, StepParser, read_json, run_step, write_json
+from steps.score_champion import CHAMPION_ALIAS, current_champion
+
+
+def ensure_registered_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
+            raise
+
+
+def lineage_tags(train: dict, evaluation: dict, lineage: dict[str, str]) -> dict[str, str]:
+    tags = {key: str(value) for key, value in lineage.items()}
+    tags["mlflow_run_id"] = str(train.get("mlflow_run_id", ""))
+    tags["gate"] = "promoted" if evaluation["decision"] == "promote" else "rejected"
+    tags["gate_compared_with"] = str(evaluation.get("champion_version") or "none")
+    for name, value in (evaluation.get("metrics") or {}).items():
+        tags[f"test_{name}"] = f"{value:.6f}"
+    tags["valid_auc"] = f"{train.get('valid_auc', float('nan')):.6f}"
+    tags["best_iteration"] = str(train.get("best_iteration", ""))
+    return tags
+
+
+def register(client: Any, *, model_name: str, train: dict, evaluation: dict,
+             lineage: dict[str, str], alias_lock=None) -> dict[str, Any]:  # fmt: skip
+    """Create the version, tag it, maybe move the alias; returns the summary."""
+    model_uri = train.get("model_uri") or f"runs:/{train['mlflow_run_id']}/model"
+    model_id = model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
+    ensure_registered_model(client, model_name)
+    created = client.create_model_version(
+        model_name,
+        source=model_uri,
+        run_id=train.get("mlflow_run_id"),
+        model_id=model_id,
+        description=" ".join(evaluation.get("reasons", [])),
+    )
+    version = str(created.version)
+    try:
+        for key, value in lineage_tags(train, evaluation, lineage).items():
+            client.set_model_version_tag(model_name, version, key, value)
+    except Exception as exc:
+        undo = "it was deleted again; nothing is registered"
+        try:
+            client.delete_model_version(model_name, version)
+        except Exception as cleanup:
+            undo = f"deleting it again failed too ({cleanup}); delete v{version} by hand"
+        raise StepError(
+            f"model {model_name!r} v{version}: tagging the new version failed ({exc}); {undo}"
+        ) from None
+
+    summary: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": version,
+        "promoted": False,
+        "alias": None,
+        "decision": evaluation["decision"],
+        "previous_champion_version": evaluation.get("champion_version"),
+        "reason": None,
+    }
+    if evaluation["decision"] != "promote":
+        summary["reason"] = "rejected by the gate: " + " ".join(evaluation.get("reasons", []))
+        return summary
+    expected = evaluation.get("champion_version")
+    with alias_lock if alias_lock is not None else _no_lock():
+        current = current_champion(client, model_name)
+        if current != expected:
+            summary["previous_champion_version"] = current
+            summary["reason"] = (
+                f"not promoted: evaluate compared against champion "
+                f"{_label(expected)}, but the champion is now {_label(current)} (another run "
+                "promoted meanwhile); the alias was left alone"
+            )
+            client.set_model_version_tag(model_name, version, "gate", "superseded")
+            return summary
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    summary.update(promoted=True, alias=CHAMPION_ALIAS)
+    summary["reason"] = f"promoted: v{version} is now {CHAMPION_ALIAS} (was {_label(expected)})"
+    return summary
+
+
+def _label(version: str | None) -> str:
+    return f"v{version}" if version else "none"
+
+
+class _no_lock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def registry_lock():
+    """Serialise alias compare-and-set between local runs sharing one sqlite registry."""
+    from steps.tracking import _exclusive, sqlite_path
+
+    db = sqlite_path(os.environ.get("MLFLOW_REGISTRY_URI", ""))
+    return _exclusive(db.with_name(db.name + ".alias.lock")) if db else _no_lock()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = StepParser(
+        prog="python -m steps.register",
+        description="Register the candidate with lineage tags; move the champion alias if "
+        "the gate promoted it.",
+    )
+    parser.add_argument("--model", type=Path, required=True, help="train's output folder.")
+    parser.add_argument("--evaluation", type=Path, required=True, help="evaluate's output folder.")
+    parser.add_argument("--model-name", required=True, help="Registered model name.")
+    for name in ("data-location", "trigger", "run-key", "code-version"):
+        parser.add_argument(f"--{name}", default="", help=f"Lineage tag {name.replace('-', '_')}.")
+    parser.add_argument("--out", type=Path, required=True, help="Output folder.")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    from steps.tracking import configure_registry
+
+    train = read_json(args.model / "summary.json", what="train output")
+    evaluation = read_json(args.evaluation / "summary.json", what="evaluate output")
+    configure_registry()
+    import mlflow
+
+    lineage = {
+        "data_location": args.data_location,
+        "trigger": args.trigger,
+        "run_key": args.run_key,
+        "code_version": args.code_version,
+    }
+    summary = register(
+        mlflow.MlflowClient(),
+        model_name=args.model_name,
+        train=train,
+        evaluation=evaluation,
+        lineage=lineage,
+        alias_lock=registry_lock(),
+    )
+    write_json(args.out / "summary.json", summary)
+    print(f"register: {args.model_name} v{summary['model_version']}: {summary['reason']}",
+          file=sys.stderr)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_step(_run, _parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""train: LightGBM (binary objective) on the prepared splits, tracked in MLflow.
+
+Memory-lean on purpose (600k x 57 must stay well under 1.5 GB): the splits are
+read straight into float32 matrices, LightGBM bins them, and the raw matrices are
+released before boosting starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from steps._cli import StepParser, run_step, validated, write_json
+from steps.dataset import ResolvedDataset
+from steps.params import TrainParams
+from steps.prepared import load_dataset, load_split
+
+MODEL_DIR = "model"
+DATASET_METADATA_KEY = "aml_trigger_dataset"
+
+
+def lightgbm_params(params: TrainParams, positives: int, negatives: int) -> dict[str, Any]:
+    """TrainParams -> LightGBM's parameter dict (pure, so it is tested with plain values)."""
+    out: dict[str, Any] = {
+        "objective": "binary",
+        "metric": "auc",
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": params.feature_fraction,
+        "bagging_fraction": params.bagging_fraction,
+        "bagging_freq": 1 if params.bagging_fraction < 1.0 else 0,
+        "lambda_l2": params.lambda_l2,
+        "seed": params.seed,
+        "num_threads": params.num_threads,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
+    if params.class_weight == "balanced":
+        out["scale_pos_weight"] = negatives / max(positives, 1)
+    return out
+
+
+def _progress(every: int):
+    def callback(env) -> None:
+        if env.iteration % every == 0 or env.iteration + 1 == env.end_iteration:
+            scores = " ".join(
+                f"{name} {metric} {value:.5f}"
+                for name, metric, value, _ in env.evaluation_result_list
+            )
+            print(f"train: round {env.iteration + 1}/{env.end_iteration} {scores}", file=sys.stderr)
+
+    return callback
+
+
+def fit(prepared: Path, params: TrainParams):
+    """(booster, dataset, valid AUC history, train seconds): no MLflow here."""
+    import lightgbm as lgb
+
+    dataset = load_dataset(prepared)
+    x_train, y_train = load_split(prepared, "train", dataset)
+    x_valid, y_valid = load_split(prepared, "valid", dataset)
+    positives = int(y_train.sum())
+    config = lightgbm_params(params, positives, len(y_train) - positives)
+    categorical = dataset.categorical_features()
+    train_set = lgb.Dataset(
+        x_train,
+        label=y_train,
+        feature_name=dataset.features,
+        categorical_feature=categorical or "auto",
+        params={"verbosity": -1},
+        free_raw_data=True,
+    )
+    valid_set = lgb.Dataset(
+        x_valid,
+        label=y_valid,
+        reference=train_set,
+        feature_name=dataset.features,
+        categorical_feature=categorical or "auto",
+        free_raw_data=True,
+    )
+    train_set.construct()
+    valid_set.construct()
+    del x_train, x_valid  # LightGBM keeps its binned copy; the raw floats can go
+    history: dict[str, list[float]] = {}
+    callbacks = [lgb.record_evaluation(history), _progress(50)]
+    if params.early_stopping_rounds:
+        callbacks.append(lgb.early_stopping(params.early_stopping_rounds, verbose=False))
+    started = time.perf_counter()
+    booster = lgb.train(
+        config,
+        train_set,
+        num_boost_round=params.num_boost_round,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=callbacks,
+    )
+    seconds = time.perf_counter() - started
+    return booster, dataset, history.get("valid", {}).get("auc", []), seconds, config
+
+
+def input_example(prepared: Path, dataset: ResolvedDataset):
+    """A few complete validation rows (NaN does not survive MLflow's JSON example)."""
+    from steps.prepared import load_split_frame
+
+    frame, _ = load_split_frame(prepared, "valid", dataset, rows=2000)
+    complete = frame.dropna()
+    return (complete if len(complete) >= 3 else frame.fillna(0.0)).head(5)
+
+
+def train(prepared: Path, params: TrainParams, out: Path) -> dict[str, Any]:
+    from steps.tracking import configure_tracking
+
+    configure_tracking()
+    import mlflow
+    from mlflow.models import infer_signature
+
+    booster, dataset, auc_history, seconds, config = fit(prepared, params)
+    best_iteration = int(booster.best_iteration or booster.current_iteration())
+    valid_auc = float(auc_history[best_iteration - 1]) if auc_history else float("nan")
+    example = input_example(prepared, dataset)
+    signature = infer_signature(example, booster.predict(example, num_iteration=best_iteration))
+    metadata = {DATASET_METADATA_KEY: dataset.model_dump(mode="json")}
+    with mlflow.start_run() as run:
+        mlflow.log_params({**params.model_dump(), **{f"lgb_{k}": v for k, v in config.items()}})
+        mlflow.log_params(
+            {
+                "features": len(dataset.features),
+                "categorical_features": len(dataset.categorical_features()),
+            }
+        )
+        step = max(1, len(auc_history) // 200)
+        for index in range(0, len(auc_history), step):
+            mlflow.log_metric("valid_auc_curve", auc_history[index], step=index + 1)
+        mlflow.log_metrics(
+            {"valid_auc": valid_auc, "best_iteration": best_iteration, "train_seconds": seconds}
+        )
+        info = mlflow.lightgbm.log_model(
+            booster, name=MODEL_DIR, signature=signature, input_example=example, metadata=metadata
+        )
+        model_dir = out / MODEL_DIR
+        if model_dir.exists():
+            import shutil
+
+            shutil.rmtree(model_dir)
+        mlflow.lightgbm.save_model(
+            booster, path=model_dir, signature=signature, input_example=example, metadata=metadata
+        )
+        summary = {
+            "mlflow_run_id": run.info.run_id,
+            "best_iteration": best_iteration,
+            "valid_auc": valid_auc,
+            "train_seconds": round(seconds, 3),
+            "model_uri": info.model_uri,
+        }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = StepParser(
+        prog="python -m steps.train", description="Train a LightGBM binary classifier."
+    )
+    parser.add_argument("--prepared", type=Path, required=True, help="prep's output folder.")
+    flags = {
+        "learning_rate": float, "num_leaves": int, "num_boost_round": int,
+        "early_stopping_rounds": int, "min_data_in_leaf": int, "feature_fraction": float,
+        "bagging_fraction": float, "lambda_l2": float, "class_weight": str, "seed": int,
+        "num_threads": int,
+    }  # fmt: skip
+    for name, kind in flags.items():
+        field = TrainParams.model_fields[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, type=kind, required=True,
+            help=f"{field.description} (default in requests: {field.default})",
+        )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="Output folder.")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    values = {name: getattr(args, name) for name in TrainParams.model_fields}
+    params = validated(TrainParams, values)
+    summary = train(args.prepared, params, args.out)
+    print(
+        f"train: valid AUC {summary['valid_auc']:.4f} at round {summary['best_iteration']} "
+        f"({summary['train_seconds']:.1f} s), run {summary['mlflow_run_id']}",
+        file=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_step(_run, _parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
