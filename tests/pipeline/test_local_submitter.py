@@ -1,0 +1,170 @@
+"""LocalSubmitter: queued runs in detached workers, idempotent submit, limits,
+cancel, and recovery from a worker that died."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from pipeline.local_submitter import INTERRUPTED, LocalSubmitter
+from pipeline.request import TrainingRequest
+from pipeline.settings import Settings
+from pipeline.submitter import RunNotFound, SubmissionError
+
+
+def _settings(home, **extra) -> Settings:
+    return Settings(home=home, **extra)
+
+
+def _incoming(home, prefix="drops/a/"):
+    folder = home / "storage" / "incoming" / prefix
+    folder.mkdir(parents=True)
+    (folder / "part-0.csv").write_text("id,target\n1,0\n")
+    return prefix
+
+
+def _terminal(submitter, run_id, h, timeout=30.0):
+    return h.wait_until(
+        lambda: (r := submitter.get(run_id)).terminal and r, timeout=timeout, interval=0.05
+    )
+
+
+def test_submit_returns_queued_at_once_and_a_detached_worker_completes_it(home, tmp_path, h):
+    path = h.write_pipeline(tmp_path / "p", {"a": {"args": "--sleep 0.5"}, "b": {"after": ["a"]}})
+    submitter = LocalSubmitter(_settings(home), pipeline_path=path)
+    request = TrainingRequest(data=_incoming(home))
+
+    started = time.monotonic()
+    record = submitter.submit(request, run_id="run-one", trigger="http", idempotency_key="k1")
+    assert time.monotonic() - started < 5  # the worker does not run in the caller
+    assert record.status in {"queued", "running"}
+    assert record.idempotency_key == "k1" and record.trigger == "http"
+
+    done = _terminal(submitter, "run-one", h)
+    assert done.status == "completed", done.error
+    assert [s.status for s in done.steps] == ["completed", "completed"]
+    assert done.request["data"] == "drops/a/"
+    inputs, job = submitter.store.job("run-one")
+    assert inputs["training_data"] == str(home.resolve() / "storage" / "incoming" / "drops/a/")
+    assert inputs["trigger"] == "http" and inputs["run_key"] == "k1"
+    assert job["experiment"] == "aml-trigger"
+
+
+def test_submitting_the_same_run_id_again_returns_the_one_existing_run(home, tmp_path, h):
+    path = h.write_pipeline(tmp_path / "p", {"a": {"args": "--sleep 0.3"}})
+    submitter = LocalSubmitter(_settings(home), pipeline_path=path)
+    request = TrainingRequest(data=_incoming(home))
+    first = submitter.submit(request, run_id="run-dup", trigger="blob")
+    again = LocalSubmitter(_settings(home), pipeline_path=path).submit(
+        request, run_id="run-dup", trigger="blob"
+    )
+    assert again.run_id == first.run_id and again.created_at == first.created_at
+    _terminal(submitter, "run-dup", h)
+    third = submitter.submit(request, run_id="run-dup", trigger="blob")
+    assert third.status == "completed"
+    assert [r.run_id for r in submitter.list_runs()] == ["run-dup"]
+
+
+def test_runs_over_the_concurrency_limit_wait_and_start_when_a_slot_frees(home, tmp_path, h):
+    journal = tmp_path / "journal"
+    path = h.write_pipeline(tmp_path / "p", {"a": {"args": f"--journal {journal} --sleep 0.4"}})
+    submitter = LocalSubmitter(_settings(home, max_concurrent_runs=1), pipeline_path=path)
+    request = TrainingRequest(data=_incoming(home))
+    submitter.submit(request, run_id="run-first", trigger="timer")
+    second = submitter.submit(request, run_id="run-second", trigger="timer")
+    assert second.status == "queued"
+
+    assert _terminal(submitter, "run-second", h).status == "completed"
+    lines = journal.read_text().split()
+    # The second run's step started only after the first run's step had ended.
+    events = [w for w in lines if w in {"start", "end"}]
+    assert events == ["start", "end", "start", "end"]
+    assert [r.run_id for r in submitter.list_runs()] == ["run-second", "run-first"]
+
+
+def test_cancel_a_queued_run_and_a_running_run(home, tmp_path, h, reaper):
+    journal = tmp_path / "journal"
+    path = h.write_pipeline(
+        tmp_path / "p",
+        {"slow": {"args": f"--journal {journal} --sleep 60"}, "b": {"after": ["slow"]}},
+    )
+    submitter = LocalSubmitter(_settings(home, max_concurrent_runs=1), pipeline_path=path)
+    request = TrainingRequest(data=_incoming(home))
+    submitter.submit(request, run_id="run-running", trigger="http")
+    queued = submitter.submit(request, run_id="run-queued", trigger="http")
+    assert queued.status == "queued"
+
+    canceled = submitter.cancel("run-queued")
+    assert canceled.status == "canceled"
+    assert [s.status for s in canceled.steps] == ["canceled", "canceled"]
+
+    pid = h.wait_until(lambda: h.journal_pids(journal).get("slow"))
+    reaper.append(pid)
+    record = submitter.cancel("run-running", wait_s=15)
+    assert record.status == "canceled"
+    assert record.steps[0].status == "canceled" and record.steps[1].status == "canceled"
+    h.wait_until(lambda: not h.pid_alive(pid), timeout=10)
+    with pytest.raises(RunNotFound):
+        submitter.cancel("run-nope")
+
+
+def test_a_killed_worker_leaves_a_failed_run_not_a_running_one(home, tmp_path, h, reaper):
+    journal = tmp_path / "journal"
+    path = h.write_pipeline(tmp_path / "p", {"slow": {"args": f"--journal {journal} --sleep 60"}})
+    submitter = LocalSubmitter(_settings(home), pipeline_path=path)
+    request = TrainingRequest(data=_incoming(home))
+    submitter.submit(request, run_id="run-crash", trigger="http")
+    submitter.submit(request, run_id="run-next", trigger="http")  # queued behind it
+    step_pid = h.wait_until(lambda: h.journal_pids(journal).get("slow"))
+    reaper.append(step_pid)
+    worker_pid, _, _ = submitter.store.liveness("run-crash")
+    reaper.append(worker_pid)
+
+    os.kill(worker_pid, signal.SIGKILL)
+    h.wait_until(lambda: not h.pid_alive(worker_pid), timeout=10)
+
+    fresh = LocalSubmitter(_settings(home), pipeline_path=path)  # e.g. the host restarting
+    record = fresh.store.get("run-crash")
+    assert record.status == "failed"
+    assert record.error == INTERRUPTED
+    assert record.steps[0].status == "failed"
+    h.wait_until(lambda: not h.pid_alive(step_pid), timeout=10)  # no orphan step left
+    # The queued run was not lost: it is dispatched in the freed slot.
+    nxt = fresh.store.get("run-next")
+    assert nxt.status in {"running", "completed", "failed"}
+    fresh.cancel("run-next", wait_s=15)
+    assert fresh.get("run-next").terminal
+
+
+def test_bad_data_location_fails_the_run_with_a_precise_message(home, tmp_path, h):
+    path = h.write_pipeline(tmp_path / "p", {"a": {}})
+    submitter = LocalSubmitter(_settings(home), pipeline_path=path)
+    submitter.submit(TrainingRequest(data="nowhere/"), run_id="run-nodata", trigger="http")
+    record = _terminal(submitter, "run-nodata", h)
+    assert record.status == "failed"
+    assert "does not exist" in record.error and "'nowhere/'" in record.error
+    assert "'incoming'" in record.error
+
+
+def test_describe_lists_the_resolved_commands_without_recording_a_run(home):
+    submitter = LocalSubmitter(_settings(home))
+    request = TrainingRequest(data="drops/x/", deploy_target="none")
+    plan = submitter.describe(request, run_id="run-plan", trigger="http")
+    assert [s["name"] for s in plan["steps"]][:2] == ["prep", "train"]
+    prep = plan["steps"][0]["command"]
+    assert prep[1:3] == ["-m", "steps.prep"]
+    assert prep[prep.index("--data") + 1].endswith("storage/incoming/drops/x")
+    deploy = next(s for s in plan["steps"] if s["name"] == "deploy")["command"]
+    assert deploy[deploy.index("--target") + 1] == "none"
+    assert submitter.list_runs() == []
+    with pytest.raises(RunNotFound):
+        submitter.get("run-plan")
+
+
+def test_invalid_run_ids_are_refused(home):
+    submitter = LocalSubmitter(_settings(home))
+    with pytest.raises(SubmissionError, match="run id"):
+        submitter.submit(TrainingRequest(), run_id="../../etc", trigger="http")
