@@ -41,8 +41,15 @@ def lineage_tags(train: dict, evaluation: dict, lineage: dict[str, str]) -> dict
     return tags
 
 
-def register(client: Any, *, model_name: str, train: dict, evaluation: dict,
-             lineage: dict[str, str], alias_lock=None) -> dict[str, Any]:  # fmt: skip
+def register(
+    client: Any,
+    *,
+    model_name: str,
+    train: dict,
+    evaluation: dict,
+    lineage: dict[str, str],
+    alias_lock=None,
+) -> dict[str, Any]:
     """Create the version, tag it, maybe move the alias; returns the summary."""
     model_uri = train.get("model_uri") or f"runs:/{train['mlflow_run_id']}/model"
     model_id = model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
@@ -166,3 +173,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def restore_champion(
+    client: Any, *, model_name: str, failed_version: str, previous_version: str | None, reason: str
+) -> str:
+    """Undo a promotion whose deployment failed; returns what was done, for messages."""
+    client.set_model_version_tag(model_name, failed_version, "deploy", "failed")
+    client.set_model_version_tag(model_name, failed_version, "deploy_error", reason[:4000])
+    with registry_lock():
+        current = current_champion(client, model_name)
+        if current != failed_version:
+            return f"the champion alias is at {_label(current)} (moved meanwhile), left alone"
+        if previous_version:
+            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, previous_version)
+            return f"the champion alias is back on v{previous_version}"
+        client.delete_registered_model_alias(model_name, CHAMPION_ALIAS)
+        return "the champion alias was removed (there was no champion before)"

@@ -1,0 +1,145 @@
+"""deploy: put the newly promoted champion behind the endpoint, blue/green.
+
+Skipped (exit 0, with the reason) when the target is `none` or the gate did not
+promote the candidate: the current champion keeps serving. When a deployment
+fails its smoke test the old deployment keeps serving and the champion alias is
+put back where it was, so the registry never names a model the endpoint refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from steps._cli import StepError, StepParser, read_json, run_step, write_json
+
+TARGETS = ("none", "local", "aci", "aks")
+
+
+def deploy(
+    registration: Path, prepared: Path, target: str, endpoint_name: str, out: Path
+) -> dict[str, Any]:
+    if target not in TARGETS:
+        raise StepError(f"--target={target!r}: accepted: {', '.join(TARGETS)}")
+    reg = read_json(registration / "summary.json", what="register output")
+    summary: dict[str, Any] = {
+        "target": target,
+        "endpoint_name": endpoint_name,
+        "scoring_uri": None,
+        "deployment": None,
+        "model_version": reg.get("model_version"),
+        "skipped_reason": None,
+    }
+    if target == "none":
+        summary["skipped_reason"] = "deploy_target is none"
+    elif not reg.get("promoted"):
+        summary["skipped_reason"] = (
+            f"v{reg.get('model_version')} was not promoted ({reg.get('reason')}); "
+            "the current champion keeps serving"
+        )
+    if summary["skipped_reason"]:
+        write_json(out / "summary.json", summary)
+        return summary
+
+    from steps.smoke_test import sample_rows
+    from steps.tracking import configure_registry
+
+    configure_registry()
+    import mlflow
+
+    model_name, version = reg["model_name"], str(reg["model_version"])
+    rows = sample_rows(prepared)
+    try:
+        if target == "local":
+            summary.update(_deploy_local(endpoint_name, model_name, version, rows))
+        else:
+            from steps.online_endpoint import deploy_online
+
+            summary = deploy_online(
+                target=target,
+                endpoint_name=endpoint_name,
+                model_name=model_name,
+                model_version=version,
+                sample_rows=rows,
+                out_dir=out,
+            )
+    except Exception as exc:
+        from steps.register import restore_champion
+
+        message = str(exc) if isinstance(exc, StepError) else f"{type(exc).__name__}: {exc}"
+        undone = restore_champion(
+            mlflow.MlflowClient(),
+            model_name=model_name,
+            failed_version=version,
+            previous_version=reg.get("previous_champion_version"),
+            reason=message,
+        )
+        raise StepError(
+            f"deploy to {target} endpoint {endpoint_name!r}: {message}; {undone}"
+        ) from None
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _deploy_local(endpoint_name: str, model_name: str, version: str, rows: list) -> dict[str, Any]:
+    import mlflow
+
+    from steps.local_endpoint import deploy_local
+
+    home = Path(os.environ.get("AML_TRIGGER_HOME") or ".local").resolve()
+    with tempfile.TemporaryDirectory(prefix="aml-trigger-model-") as tmp:
+        source = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=tmp)
+        )
+        info = deploy_local(
+            home=home,
+            endpoint_name=endpoint_name,
+            model_name=model_name,
+            model_version=version,
+            model_source=source,
+            sample_rows=rows,
+        )
+    return {
+        "scoring_uri": info["scoring_uri"],
+        "deployment": info["deployment"],
+        "model_version": info["model_version"],
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = StepParser(
+        prog="python -m steps.deploy",
+        description="Deploy the promoted champion blue/green (local, aci, aks) or skip.",
+    )
+    parser.add_argument(
+        "--registration", type=Path, required=True, help="register's output folder."
+    )
+    parser.add_argument("--prepared", type=Path, required=True, help="prep's output folder.")
+    parser.add_argument("--target", required=True, help="none, local, aci or aks.")
+    parser.add_argument("--endpoint-name", required=True, help="Endpoint to deploy behind.")
+    parser.add_argument("--out", type=Path, required=True, help="Output folder.")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    summary = deploy(args.registration, args.prepared, args.target, args.endpoint_name, args.out)
+    if summary.get("skipped_reason"):
+        print(f"deploy: skipped: {summary['skipped_reason']}", file=sys.stderr)
+    else:
+        print(
+            f"deploy: v{summary['model_version']} live on {summary['deployment']} at "
+            f"{summary['scoring_uri']}",
+            file=sys.stderr,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_step(_run, _parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
