@@ -1,0 +1,584 @@
+"""AmlSubmitter: runs the training pipeline on Azure ML (the scale-out engine).
+
+A run is a pipeline job built from the REGISTERED pipeline component
+(AML_PIPELINE_COMPONENT, published by `aml-trigger publish`), named by the run id.
+The run id comes from the idempotency key, so a retried or redelivered submission
+names the same job and Azure ML refuses to start it twice (HTTP 409): that is
+"already submitted", and the existing job is returned. Several compute targets fan
+out into one job per compute, `<run_id>-<compute>`, sharing the comparison group
+`run_id`. With AML_BATCH_ENDPOINT set, runs invoke a pipeline-component deployment
+of a batch endpoint instead (the v2 successor of published pipeline endpoints).
+
+azure.ai.ml is imported inside methods only: importing it costs over a second and
+the Functions app must stay light at load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.aml_client import build_ml_client, to_submission_error
+from pipeline.aml_status import group_status, run_status
+from pipeline.request import TrainingRequest
+from pipeline.runs import RUN_ID_PATTERN, RunRecord
+from pipeline.settings import Settings
+from pipeline.submitter import RunNotFound, SubmissionError
+
+# Job properties are immutable and filterable server side (`jobs?properties=k=v`),
+# so they carry the identity the submitter looks jobs up by; tags are for people.
+PROP_RUN_ID = "aml_trigger.run_id"
+PROP_GROUP = "aml_trigger.comparison_group"
+PROP_COMPUTE = "aml_trigger.compute"
+TAG_TRIGGER = "aml_trigger.trigger"
+TAG_KEY = "aml_trigger.idempotency_key"
+TAG_REASON = "aml_trigger.reason"
+TAG_ORIGINATOR = "aml_trigger.originator"
+TAG_CODE_VERSION = "aml_trigger.code_version"
+
+_ARM_COMPONENT = re.compile(
+    r"^(?:azureml:)?(/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.MachineLearningServices/(?:workspaces|registries)/[^/]+/components/"
+    r"(?P<name>[^/]+)/versions/(?P<version>[^/]+))$",
+    re.IGNORECASE,
+)
+_NAME_VERSION = re.compile(r"^(?:azureml:)?(?P<name>[A-Za-z0-9_.-]+)(?::(?P<version>[^:@/]+))?$")
+
+
+def parse_component(value: str) -> tuple[str, str | None, str | None]:
+    """AML_PIPELINE_COMPONENT as (name, version or None, ARM id or None)."""
+    text = value.strip()
+    if m := _ARM_COMPONENT.match(text):
+        return m.group("name"), m.group("version"), m.group(1)
+    if m := _NAME_VERSION.match(text):
+        return m.group("name"), m.group("version"), None
+    raise SubmissionError(
+        "not_configured",
+        f"AML_PIPELINE_COMPONENT {value!r} is not a component reference: give `name`, "
+        "`name:version` or the component version's full ARM id",
+    )
+
+
+class AmlSubmitter:
+    backend = "aml"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        credential: Any = None,
+        transport: Any = None,
+        retry_total: int | None = None,
+        retry_backoff_factor: float | None = None,
+        ml_client: Any = None,
+    ) -> None:
+        self.settings = settings
+        self._credential = credential
+        self._transport = transport
+        self._retry: dict[str, Any] = {}
+        if retry_total is not None:
+            self._retry["retry_total"] = retry_total
+        if retry_backoff_factor is not None:
+            self._retry["retry_backoff_factor"] = retry_backoff_factor
+        self._client = ml_client
+
+    @property
+    def workspace(self) -> str | None:
+        return self.settings.aml_workspace
+
+    @property
+    def batch_mode(self) -> bool:
+        return bool(self.settings.aml_batch_endpoint)
+
+    def client(self) -> Any:
+        if self._client is None:
+            required = ["AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE"]
+            if not self.batch_mode:
+                required.append("AML_PIPELINE_COMPONENT")
+            self._client = build_ml_client(
+                self.settings,
+                credential=self._credential,
+                transport=self._transport,
+                polling_interval=0 if self._transport is not None else None,
+                required=required,
+                **self._retry,
+            )
+        return self._client
+
+    # -- the Submitter protocol ----------------------------------------------------
+    def submit(
+        self,
+        request: TrainingRequest,
+        *,
+        run_id: str,
+        trigger: str,
+        idempotency_key: str | None = None,
+        dataset_config: str | None = None,
+    ) -> RunRecord:
+        """Start the run's job(s); a job that already exists is returned as it is.
+        `dataset_config` is an azureml:// URI or a path in the incoming datastore."""
+        _check_run_id(run_id)
+        client = self.client()
+        if self.batch_mode:
+            return self._invoke_batch(client, request, run_id, trigger, idempotency_key)
+        component_id, version = self._resolve_component(client)
+        plans = self._plans(request, run_id)
+        records = []
+        for name, compute in plans:
+            job = self.build_job(
+                request,
+                name=name,
+                run_id=run_id,
+                compute=compute,
+                trigger=trigger,
+                idempotency_key=idempotency_key,
+                component_id=component_id,
+                code_version=version,
+                dataset_config=dataset_config,
+            )
+            records.append(self._create(client, job, request.experiment))
+        if len(records) == 1:
+            record = records[0]
+        else:
+            record = _group_record(run_id, records)
+        return record.model_copy(update={"request": request.model_dump(mode="json")})
+
+    def get(self, run_id: str) -> RunRecord:
+        client = self.client()
+        try:
+            return self._record(client.jobs.get(run_id))
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            if not _is_not_found(exc):
+                raise self._error(exc, f"reading run {run_id}") from None
+        members = self._group_jobs(client, run_id)
+        if not members:
+            raise RunNotFound(run_id)
+        return _group_record(run_id, [self._record(job) for job in members])
+
+    def list_runs(self, limit: int = 20) -> list[RunRecord]:
+        """The newest pipeline jobs this service submitted (one record per job)."""
+        client = self.client()
+        try:
+            jobs = list(
+                itertools.islice(
+                    client.jobs.list(properties=PROP_RUN_ID, job_type="Pipeline"), limit
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - mapped
+            raise self._error(exc, "listing runs") from None
+        records = [self._record(job) for job in jobs if job is not None]
+        return sorted(records, key=lambda r: r.created_at, reverse=True)
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Ask Azure ML to cancel the run's job(s) and return at once (no waiting for
+        the job to stop; its state reads CancelRequested, i.e. running, until then)."""
+        client = self.client()
+        record = self.get(run_id)
+        names = [j["name"] for j in record.extra.get("jobs", [])] or [run_id]
+        for name in names:
+            try:
+                client.jobs.begin_cancel(name, polling=False)
+            except Exception as exc:  # noqa: BLE001 - mapped
+                raise self._error(exc, f"canceling job {name}") from None
+        return self.get(run_id)
+
+    def describe(
+        self,
+        request: TrainingRequest,
+        *,
+        run_id: str,
+        trigger: str,
+        idempotency_key: str | None = None,
+        dataset_config: str | None = None,
+    ) -> dict:
+        """The job(s) `submit` would create, as Azure ML job YAML (`az ml job create -f`
+        and `azure.ai.ml.load_job` read it). Sends nothing."""
+        import yaml
+
+        from pipeline.aml_client import require_settings
+
+        _check_run_id(run_id)
+        required = ["AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE"]
+        if self.batch_mode:
+            require_settings(self.settings, required)
+            inputs = self._inputs(request, run_id, trigger, idempotency_key, "dev", None)
+            return {
+                "backend": "aml",
+                "mode": "batch_endpoint",
+                "run_id": run_id,
+                "endpoint": self.settings.aml_batch_endpoint,
+                "deployment": self.settings.aml_batch_deployment,
+                "inputs": {k: v for k, v in inputs.items()},
+            }
+        require_settings(self.settings, [*required, "AML_PIPELINE_COMPONENT"])
+        name, version, arm = parse_component(self.settings.aml_pipeline_component or "")
+        component_id = arm or (
+            self._component_arm_id(name, version) if version else f"azureml:{name}@latest"
+        )
+        jobs = []
+        for job_name, compute in self._plans(request, run_id):
+            job = self.build_job(
+                request,
+                name=job_name,
+                run_id=run_id,
+                compute=compute,
+                trigger=trigger,
+                idempotency_key=idempotency_key,
+                component_id=component_id,
+                code_version=version,
+                dataset_config=dataset_config,
+            )
+            text = yaml.safe_dump(job._to_dict(), sort_keys=False)
+            jobs.append({"name": job_name, "compute": compute, "job_yaml": text})
+        return {
+            "backend": "aml",
+            "mode": "pipeline_job",
+            "run_id": run_id,
+            "experiment": request.experiment,
+            "job_yaml": jobs[0]["job_yaml"],
+            "jobs": jobs,
+        }
+
+    # -- building jobs -------------------------------------------------------------
+    def build_job(
+        self,
+        request: TrainingRequest,
+        *,
+        name: str,
+        run_id: str,
+        compute: str,
+        trigger: str,
+        idempotency_key: str | None,
+        component_id: str,
+        code_version: str | None,
+        dataset_config: str | None = None,
+    ) -> Any:
+        """The PipelineJob for one compute target (no request sent)."""
+        from azure.ai.ml import Input
+        from azure.ai.ml.entities import PipelineJob, PipelineJobSettings
+
+        inputs: dict[str, Any] = {}
+        for key, value in self._inputs(
+            request, run_id, trigger, idempotency_key, code_version, dataset_config
+        ).items():
+            if key == "training_data":
+                inputs[key] = Input(type="uri_folder", path=value)
+            elif key == "dataset_config":
+                inputs[key] = Input(type="uri_file", path=value)
+            else:
+                inputs[key] = value
+        return PipelineJob(
+            name=name,
+            display_name=name,
+            component=component_id,
+            inputs=inputs,
+            settings=PipelineJobSettings(default_compute=compute),
+            experiment_name=request.experiment,
+            tags=self._tags(request, trigger, idempotency_key, code_version),
+            properties={PROP_RUN_ID: name, PROP_GROUP: run_id, PROP_COMPUTE: compute},
+        )
+
+    def data_uri(self, prefix: str) -> str:
+        """Where jobs read the data: the datastore fronting the incoming container."""
+        return f"azureml://datastores/{self.settings.aml_datastore}/paths/{prefix}"
+
+    def _inputs(
+        self,
+        request: TrainingRequest,
+        run_id: str,
+        trigger: str,
+        idempotency_key: str | None,
+        code_version: str | None,
+        dataset_config: str | None,
+    ) -> dict[str, Any]:
+        inputs = request.pipeline_inputs(
+            data_uri=self.data_uri(request.data),
+            lineage={
+                "trigger": trigger,
+                "run_key": idempotency_key or run_id,
+                "code_version": code_version or _local_code_version(),
+            },
+        )
+        inputs["data_location"] = f"{self.settings.incoming_container}/{request.data}"
+        if dataset_config:
+            inputs["dataset_config"] = (
+                dataset_config
+                if dataset_config.startswith("azureml:")
+                else self.data_uri(dataset_config.lstrip("/"))
+            )
+        return inputs
+
+    def _tags(
+        self,
+        request: TrainingRequest,
+        trigger: str,
+        idempotency_key: str | None,
+        code_version: str | None,
+    ) -> dict[str, str]:
+        tags = dict(request.tags)
+        tags[TAG_TRIGGER] = trigger
+        if idempotency_key:
+            tags[TAG_KEY] = idempotency_key[:256]
+        if request.reason:
+            tags[TAG_REASON] = request.reason[:256]
+        if "originator" in request.tags:
+            tags[TAG_ORIGINATOR] = request.tags["originator"]
+        if code_version:
+            tags[TAG_CODE_VERSION] = code_version
+        return tags
+
+    def _plans(self, request: TrainingRequest, run_id: str) -> list[tuple[str, str]]:
+        computes = list(request.compute) or (
+            [self.settings.aml_compute] if self.settings.aml_compute else []
+        )
+        if not computes:
+            raise SubmissionError(
+                "invalid_request",
+                "no compute target: give `compute` in the request or set AML_COMPUTE",
+            )
+        if len(computes) == 1:
+            return [(run_id, computes[0])]
+        return [(f"{run_id}-{compute}", compute) for compute in computes]
+
+    def _component_arm_id(self, name: str, version: str) -> str:
+        s = self.settings
+        return (
+            f"/subscriptions/{s.aml_subscription_id}/resourceGroups/{s.aml_resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{s.aml_workspace}"
+            f"/components/{name}/versions/{version}"
+        )
+
+    def _resolve_component(self, client: Any) -> tuple[str, str]:
+        """The ARM id and version of the pipeline component; a bare name means its
+        latest version, looked up (one GET) on every submission so a new publish is
+        picked up without restarting the app."""
+        name, version, arm = parse_component(self.settings.aml_pipeline_component or "")
+        if arm:
+            return arm, version or ""
+        if version:
+            return self._component_arm_id(name, version), version
+        try:
+            component = client.components.get(name, label="latest")
+        except Exception as exc:  # noqa: BLE001 - mapped
+            raise self._error(exc, f"looking up pipeline component {name}") from None
+        parsed = _ARM_COMPONENT.match(component.id or "")
+        if parsed is None:
+            raise SubmissionError(
+                "not_found", f"pipeline component {name}: Azure ML returned no version of it"
+            )
+        return parsed.group(1), parsed.group("version")
+
+    # -- talking to Azure ML ---------------------------------------------------------
+    def _create(self, client: Any, job: Any, experiment: str) -> RunRecord:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            created = client.jobs.create_or_update(job, experiment_name=experiment)
+        except ResourceExistsError:
+            # Already submitted (a retry, or a redelivered event): the job that exists
+            # is the run; nothing new starts.
+            try:
+                existing = client.jobs.get(job.name)
+            except Exception as exc:  # noqa: BLE001 - mapped
+                raise self._error(exc, f"reading existing job {job.name}") from None
+            return self._record(existing).model_copy(
+                update={"extra": {**self._record(existing).extra, "already_submitted": True}}
+            )
+        except Exception as exc:  # noqa: BLE001 - mapped
+            raise self._error(exc, f"submitting job {job.name}") from None
+        return self._record(created)
+
+    def _invoke_batch(
+        self,
+        client: Any,
+        request: TrainingRequest,
+        run_id: str,
+        trigger: str,
+        idempotency_key: str | None,
+    ) -> RunRecord:
+        from azure.ai.ml import Input
+        from azure.core.exceptions import ResourceExistsError
+
+        if len(request.compute) > 0:
+            raise SubmissionError(
+                "invalid_request",
+                "compute: a batch endpoint deployment runs on its own compute; leave "
+                "`compute` empty, or unset AML_BATCH_ENDPOINT to submit pipeline jobs",
+            )
+        values = self._inputs(request, run_id, trigger, idempotency_key, None, None)
+        inputs = {}
+        for key, value in values.items():
+            if key == "training_data":
+                inputs[key] = Input(type="uri_folder", path=value)
+            else:
+                inputs[key] = Input(type=_literal_type(value), default=value)
+        endpoint = self.settings.aml_batch_endpoint
+        try:
+            job = client.batch_endpoints.invoke(
+                endpoint_name=endpoint,
+                deployment_name=self.settings.aml_batch_deployment,
+                inputs=inputs,
+                job_name=run_id,
+                experiment_name=request.experiment,
+            )
+        except ResourceExistsError:
+            return self.get(run_id)
+        except Exception as exc:  # noqa: BLE001 - mapped
+            raise self._error(exc, f"invoking batch endpoint {endpoint}") from None
+        record = self._record(job)
+        extra = {**record.extra, "batch_endpoint": endpoint}
+        return record.model_copy(
+            update={
+                "run_id": run_id,
+                "trigger": trigger,
+                "idempotency_key": idempotency_key,
+                "extra": extra,
+                "request": request.model_dump(mode="json"),
+            }
+        )
+
+    def _group_jobs(self, client: Any, group: str) -> list[Any]:
+        try:
+            return [
+                j
+                for j in client.jobs.list(properties=f"{PROP_GROUP}={group}", job_type="Pipeline")
+                if j is not None
+            ]
+        except Exception as exc:  # noqa: BLE001 - mapped
+            raise self._error(exc, f"listing the jobs of group {group}") from None
+
+    def group_jobs(self, group: str) -> list[RunRecord]:
+        """Every job of a comparison group, one record each (for `aml-trigger compare`)."""
+        return [self._record(j) for j in self._group_jobs(self.client(), group)]
+
+    def _record(self, job: Any) -> RunRecord:
+        # Step states are not read: Azure ML serves child job states from the run
+        # history service only (another host, two more calls per status check); the
+        # studio link in `extra` shows them.
+        raw = getattr(job.status, "value", job.status)
+        status = run_status(raw)
+        tags = dict(job.tags or {})
+        props = dict(getattr(job, "properties", None) or {})
+        context = getattr(job, "creation_context", None)
+        created = getattr(context, "created_at", None)
+        compute = props.get(PROP_COMPUTE) or _compute_name(job)
+        extra: dict[str, Any] = {
+            "aml_status": str(raw) if raw is not None else None,
+            "job_name": job.name,
+            "experiment": getattr(job, "experiment_name", None),
+            "compute": compute,
+            "comparison_group": props.get(PROP_GROUP),
+            "studio_url": getattr(job, "studio_url", None),
+        }
+        record = RunRecord(
+            run_id=job.name,
+            status=status,
+            backend="aml",
+            created_at=_iso(created) or _iso(datetime.now(UTC)),
+            started_at=_iso(props.get("StartTimeUtc")),
+            finished_at=_iso(props.get("EndTimeUtc")) if record_done(status) else None,
+            trigger=tags.get(TAG_TRIGGER, "manual"),
+            idempotency_key=tags.get(TAG_KEY),
+            error=_job_error(job) if status == "failed" else None,
+            extra={k: v for k, v in extra.items() if v is not None},
+        )
+        return record
+
+    def _error(self, exc: BaseException, action: str) -> Exception:
+        return to_submission_error(exc, action=action, workspace=self.workspace)
+
+
+def _group_record(run_id: str, records: list[RunRecord]) -> RunRecord:
+    first = min(records, key=lambda r: r.created_at)
+    status = group_status(r.status for r in records)
+    jobs = [
+        {
+            "name": r.run_id,
+            "compute": r.extra.get("compute"),
+            "status": r.status,
+            "aml_status": r.extra.get("aml_status"),
+            "studio_url": r.extra.get("studio_url"),
+        }
+        for r in records
+    ]
+    finished = [r.finished_at for r in records if r.finished_at]
+    return RunRecord(
+        run_id=run_id,
+        status=status,
+        backend="aml",
+        created_at=first.created_at,
+        started_at=min((r.started_at for r in records if r.started_at), default=None),
+        finished_at=max(finished)
+        if status in {"completed", "failed", "canceled"} and finished
+        else None,
+        trigger=first.trigger,
+        idempotency_key=first.idempotency_key,
+        error="; ".join(f"{r.run_id}: {r.error}" for r in records if r.error) or None,
+        extra={
+            "comparison_group": run_id,
+            "jobs": jobs,
+            "already_submitted": any(r.extra.get("already_submitted") for r in records),
+        },
+    )
+
+
+def record_done(status: str) -> bool:
+    return status in {"completed", "failed", "canceled"}
+
+
+def _check_run_id(run_id: str) -> None:
+    if not re.fullmatch(RUN_ID_PATTERN, run_id):
+        raise SubmissionError(
+            "invalid_run_id",
+            f"run id {run_id!r} must be 3-64 lowercase letters, digits, '_' or '-'",
+        )
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    return isinstance(exc, ResourceNotFoundError) or getattr(exc, "status_code", None) == 404
+
+
+def _literal_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string"
+
+
+def _compute_name(job: Any) -> str | None:
+    settings = getattr(job, "settings", None)
+    compute = getattr(settings, "default_compute", None) or getattr(job, "compute", None)
+    if not compute:
+        return None
+    return str(compute).rstrip("/").rsplit("/", 1)[-1].removeprefix("azureml:")
+
+
+def _job_error(job: Any) -> str:
+    props = dict(getattr(job, "properties", None) or {})
+    for key in ("azureml.error", "error", "Error"):
+        if props.get(key):
+            return str(props[key])[:500]
+    return "the Azure ML job failed; see its logs in Azure ML studio"
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    return str(value)
+
+
+def _local_code_version() -> str:
+    from pipeline.version import code_version
+
+    return code_version()

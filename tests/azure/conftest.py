@@ -1,0 +1,272 @@
+"""Azure ML at the HTTP wire: the real azure-ai-ml SDK, a fake transport behind it.
+
+`FakeAzure` is an azure-core `HttpTransport`: it routes method + URL regex to
+canned JSON (or a function of the request) and records every request, so tests
+assert on exactly what the SDK would send to Azure. `fake_credential` returns a
+JWT-shaped token with aud https://ml.azure.com (the SDK decodes it; signature
+unchecked). Retries and polling are set to zero so failures are fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import HttpResponse, HttpTransport
+from azure.core.utils import CaseInsensitiveDict
+
+SUB = "00000000-1111-2222-3333-444444444444"
+RG = "rg-ml"
+WS = "ws-ml"
+WS_PATH = (
+    f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+    f"Microsoft.MachineLearningServices/workspaces/{WS}"
+)
+
+
+def _b64(doc: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+
+class FakeCredential:
+    """A credential shaped like azure-identity's: a JWT for Azure ML's audience."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        now = int(time.time())
+        claims = {"aud": "https://ml.azure.com", "oid": "oid", "tid": "tid", "exp": now + 3600}
+        token = ".".join([_b64({"alg": "none", "typ": "JWT"}), _b64(claims), "c2ln"])
+        return AccessToken(token, now + 3600)
+
+
+class _Response(HttpResponse):
+    def __init__(self, request, status: int, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__(request, None)
+        self.status_code = status
+        self.headers = CaseInsensitiveDict(headers)
+        self.reason = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content"}.get(
+            status, "Error"
+        )
+        self.content_type = self.headers.get("Content-Type")
+        self._body = body
+
+    def body(self) -> bytes:
+        return self._body
+
+    def read(self) -> bytes:
+        return self._body
+
+    @property
+    def content(self) -> bytes:
+        return self._body
+
+    def text(self, encoding: str | None = None) -> str:
+        return self._body.decode(encoding or "utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self._body) if self._body else None
+
+
+@dataclass
+class Sent:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+    @property
+    def path(self) -> str:
+        return self.url.split("?", 1)[0].split(".com", 1)[-1]
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    responses: list[Any]
+    hits: int = 0
+
+
+@dataclass
+class FakeAzure(HttpTransport):
+    """Routes requests to canned responses; unmatched requests get a 404 and are kept
+    in `unrouted` so a test can fail on them."""
+
+    routes: list[Route] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    unrouted: list[Sent] = field(default_factory=list)
+
+    def on(self, method: str, pattern: str, *responses: Any) -> Route:
+        """Each response is (status, body[, headers]) or a callable(Sent) returning one;
+        the last response repeats."""
+        route = Route(method, re.compile(pattern), list(responses))
+        self.routes.insert(0, route)  # later registrations win
+        return route
+
+    def send(self, request, **kwargs: Any) -> _Response:
+        body = request.body if isinstance(request.body, bytes) else None
+        if body is None and request.body is not None:
+            body = str(request.body).encode()
+        if body is None and getattr(request, "content", None):
+            body = request.content if isinstance(request.content, bytes) else None
+        sent = Sent(request.method, request.url, dict(request.headers), body)
+        self.sent.append(sent)
+        for route in self.routes:
+            if route.method == request.method and route.pattern.search(request.url):
+                answer = route.responses[min(route.hits, len(route.responses) - 1)]
+                route.hits += 1
+                if callable(answer):
+                    answer = answer(sent)
+                status, payload, *rest = answer
+                headers = {"Content-Type": "application/json", **(rest[0] if rest else {})}
+                data = b"" if payload is None else json.dumps(payload).encode()
+                return _Response(request, status, data, headers)
+        self.unrouted.append(sent)
+        error = {"error": {"code": "NotFound", "message": f"no route for {request.url}"}}
+        return _Response(request, 404, json.dumps(error).encode(), {})
+
+    def requests(self, method: str | None = None, contains: str = "") -> list[Sent]:
+        return [
+            s
+            for s in self.sent
+            if (method is None or s.method == method) and contains in s.url.split("?", 1)[0]
+        ]
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> FakeAzure:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        pass
+
+
+def error(status: int, code: str, message: str, headers: dict | None = None) -> tuple:
+    return (status, {"error": {"code": code, "message": message}}, headers or {})
+
+
+def job_resource(
+    name: str,
+    status: str = "NotStarted",
+    *,
+    body: dict | None = None,
+    properties: dict | None = None,
+    tags: dict | None = None,
+) -> dict:
+    """A pipeline job as the service returns it (GET/PUT .../jobs/{name})."""
+    props: dict[str, Any] = {
+        "jobType": "Pipeline",
+        "status": status,
+        "experimentName": "aml-trigger",
+        "tags": tags or {},
+        "properties": properties or {},
+        "inputs": {},
+        "outputs": {},
+        "jobs": {},
+        "settings": {},
+        "services": {"Studio": {"endpoint": f"https://ml.azure.com/runs/{name}"}},
+    }
+    if body:
+        props.update(body)
+        props["status"] = status
+    return {
+        "id": f"{WS_PATH}/jobs/{name}",
+        "name": name,
+        "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+        "systemData": {"createdAt": "2026-11-22T08:00:00Z", "createdBy": "func"},
+        "properties": props,
+    }
+
+
+def echo_job(status: str = "NotStarted") -> Callable[[Sent], tuple]:
+    """A PUT handler returning the submitted job back, as the service does."""
+
+    def answer(sent: Sent) -> tuple:
+        name = sent.path.rsplit("/", 1)[-1]
+        body = sent.json()["properties"]
+        return (
+            201,
+            job_resource(
+                name,
+                status,
+                body=body,
+                properties=body.get("properties"),
+                tags=body.get("tags"),
+            ),
+        )
+
+    return answer
+
+
+@pytest.fixture
+def fake_azure() -> FakeAzure:
+    return FakeAzure()
+
+
+@pytest.fixture
+def fake_credential() -> FakeCredential:
+    return FakeCredential()
+
+
+@pytest.fixture
+def aml_env(home, monkeypatch) -> dict[str, str]:
+    """App settings of a configured Azure ML backend (the workspace is fake)."""
+    values = {
+        "PIPELINE_BACKEND": "aml",
+        "AML_SUBSCRIPTION_ID": SUB,
+        "AML_RESOURCE_GROUP": RG,
+        "AML_WORKSPACE": WS,
+        "AML_PIPELINE_COMPONENT": "aml_trigger_training:3",
+        "AML_COMPUTE": "cpu-cluster",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def wire():
+    """The helpers above, for test modules (importlib mode cannot import conftest)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        error=error,
+        job=job_resource,
+        echo_job=echo_job,
+        WS_PATH=WS_PATH,
+        SUB=SUB,
+        RG=RG,
+        WS=WS,
+    )
+
+
+@pytest.fixture
+def submitter(aml_env, fake_azure, fake_credential):
+    """An AmlSubmitter on the fake workspace: no retries, no backoff, no polling."""
+    from pipeline.aml_submitter import AmlSubmitter
+    from pipeline.settings import Settings
+
+    return AmlSubmitter(
+        Settings.from_env(),
+        credential=fake_credential,
+        transport=fake_azure,
+        retry_total=0,
+        retry_backoff_factor=0,
+    )

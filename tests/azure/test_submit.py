@@ -1,0 +1,194 @@
+"""AmlSubmitter at the wire: what a submission PUTs, and what a repeat does."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.request import TrainingRequest
+from pipeline.runs import run_id_for
+from pipeline.submitter import SubmissionError
+
+COMPONENT_ID_TAIL = "/components/aml_trigger_training/versions/3"
+
+
+def test_submit_puts_one_pipeline_job_from_the_registered_component(submitter, fake_azure, wire):
+    fake_azure.on("PUT", r"/jobs/[^/?]+\?", wire.echo_job())
+    request = TrainingRequest(
+        data="drops/2026-11-22/",
+        params={"learning_rate": 0.1, "num_leaves": 63},
+        gate={"gate_metric": "pr_auc"},
+        reason="new drop",
+        tags={"team": "risk"},
+    )
+    key = "incoming/drops/2026-11-22/_SUCCESS/0x8DD"
+    run_id = run_id_for(key)
+
+    record = submitter.submit(request, run_id=run_id, trigger="blob", idempotency_key=key)
+
+    assert [s.method for s in fake_azure.sent] == ["PUT"]
+    put = fake_azure.sent[0]
+    assert put.path == f"{wire.WS_PATH}/jobs/{run_id}"
+    body = put.json()["properties"]
+    assert body["jobType"] == "Pipeline"
+    assert body["componentId"] == wire.WS_PATH + COMPONENT_ID_TAIL
+    assert body["experimentName"] == "aml-trigger"
+    assert body["settings"]["default_compute"] == wire.WS_PATH + "/computes/cpu-cluster"
+    inputs = body["inputs"]
+    assert inputs["training_data"] == {
+        "jobInputType": "uri_folder",
+        "uri": "azureml://datastores/incoming/paths/drops/2026-11-22/",
+    }
+    literal = {k: v["value"] for k, v in inputs.items() if v["jobInputType"] == "literal"}
+    assert literal["learning_rate"] == "0.1"
+    assert literal["num_leaves"] == "63"
+    assert literal["gate_metric"] == "pr_auc"
+    assert literal["class_weight"] == "none"
+    assert literal["trigger"] == "blob"
+    assert literal["run_key"] == key
+    assert literal["data_location"] == "incoming/drops/2026-11-22/"
+    assert literal["code_version"] == "3"  # lineage: the component version that runs
+    expected = set(request.pipeline_inputs(data_uri="x", lineage={}))
+    assert set(inputs) == expected
+    assert body["tags"] == {
+        "team": "risk",
+        "aml_trigger.trigger": "blob",
+        "aml_trigger.idempotency_key": key,
+        "aml_trigger.reason": "new drop",
+        "aml_trigger.code_version": "3",
+    }
+    assert body["properties"]["aml_trigger.run_id"] == run_id
+    assert record.run_id == run_id
+    assert record.status == "queued"
+    assert record.backend == "aml"
+    assert record.trigger == "blob"
+    assert record.idempotency_key == key
+    assert record.extra["compute"] == "cpu-cluster"
+    assert record.request["data"] == "drops/2026-11-22/"
+    assert not fake_azure.unrouted
+
+
+def test_repeat_submit_after_409_returns_the_existing_job(submitter, fake_azure, wire):
+    run_id = run_id_for("http:abc")
+    fake_azure.on(
+        "PUT",
+        rf"/jobs/{run_id}\?",
+        wire.error(409, "Conflict", f"Job {run_id} already exists"),
+    )
+    fake_azure.on(
+        "GET",
+        rf"/jobs/{run_id}\?",
+        (200, wire.job(run_id, "Running", tags={"aml_trigger.trigger": "http"})),
+    )
+
+    record = submitter.submit(
+        TrainingRequest(), run_id=run_id, trigger="http", idempotency_key="http:abc"
+    )
+
+    assert [s.method for s in fake_azure.sent] == ["PUT", "GET"]
+    assert record.run_id == run_id
+    assert record.status == "running"
+    assert record.extra["already_submitted"] is True
+
+
+def test_several_computes_fan_out_into_one_job_each_in_one_group(submitter, fake_azure, wire):
+    fake_azure.on("PUT", r"/jobs/[^/?]+\?", wire.echo_job())
+    run_id = "run-compare-1"
+
+    record = submitter.submit(
+        TrainingRequest(compute=["cpu-small", "cpu-large"]), run_id=run_id, trigger="http"
+    )
+
+    puts = fake_azure.requests("PUT")
+    assert [p.path.rsplit("/", 1)[-1] for p in puts] == [
+        "run-compare-1-cpu-small",
+        "run-compare-1-cpu-large",
+    ]
+    for put, compute in zip(puts, ["cpu-small", "cpu-large"], strict=True):
+        body = put.json()["properties"]
+        assert body["settings"]["default_compute"].endswith(f"/computes/{compute}")
+        assert body["properties"]["aml_trigger.comparison_group"] == run_id
+    assert record.run_id == run_id
+    assert [j["compute"] for j in record.extra["jobs"]] == ["cpu-small", "cpu-large"]
+
+
+def test_a_bare_component_name_submits_its_latest_version(submitter, fake_azure, wire, monkeypatch):
+    from pipeline.settings import Settings
+
+    monkeypatch.setenv("AML_PIPELINE_COMPONENT", "aml_trigger_training")
+    submitter.settings = Settings.from_env()
+    latest = f"{wire.WS_PATH}/components/aml_trigger_training/versions/0a1b2c-5d6e"
+    fake_azure.on(
+        "GET",
+        r"/components/aml_trigger_training/versions\?",
+        (
+            200,
+            {
+                "value": [
+                    {
+                        "id": latest,
+                        "name": "0a1b2c-5d6e",
+                        "properties": {
+                            "componentSpec": {"name": "aml_trigger_training", "type": "pipeline"}
+                        },
+                    }
+                ]
+            },
+        ),
+    )
+    fake_azure.on("PUT", r"/jobs/[^/?]+\?", wire.echo_job())
+
+    submitter.submit(TrainingRequest(), run_id="run-latest", trigger="cli")
+
+    body = fake_azure.requests("PUT")[0].json()["properties"]
+    assert body["componentId"] == latest
+    assert body["inputs"]["code_version"]["value"] == "0a1b2c-5d6e"
+
+
+def test_missing_settings_are_named_together_before_any_request(home, fake_azure):
+    from pipeline.aml_submitter import AmlSubmitter
+    from pipeline.settings import Settings
+
+    submitter = AmlSubmitter(
+        Settings.from_env({"PIPELINE_BACKEND": "aml", "AML_WORKSPACE": "ws"}),
+        transport=fake_azure,
+    )
+    with pytest.raises(SubmissionError) as caught:
+        submitter.submit(TrainingRequest(), run_id="run-x1", trigger="cli")
+
+    assert caught.value.code == "not_configured"
+    for name in ("AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_PIPELINE_COMPONENT"):
+        assert name in caught.value.message
+    assert "AML_WORKSPACE" not in caught.value.message
+    assert fake_azure.sent == []
+
+
+def test_no_compute_anywhere_is_refused_naming_both_places(submitter, fake_azure, monkeypatch):
+    from pipeline.settings import Settings
+
+    monkeypatch.delenv("AML_COMPUTE")
+    submitter.settings = Settings.from_env()
+    with pytest.raises(SubmissionError) as caught:
+        submitter.submit(TrainingRequest(), run_id="run-nocompute", trigger="cli")
+    assert "compute" in caught.value.message and "AML_COMPUTE" in caught.value.message
+    assert fake_azure.requests("PUT") == []
+
+
+def test_dry_run_yaml_loads_with_load_job(submitter, fake_azure, tmp_path):
+    from azure.ai.ml import load_job
+
+    described = submitter.describe(
+        TrainingRequest(data="drops/a/", params={"num_leaves": 15}),
+        run_id="run-dry",
+        trigger="http",
+    )
+
+    assert fake_azure.sent == []
+    path = tmp_path / "job.yaml"
+    path.write_text(described["job_yaml"])
+    job = load_job(path)
+    assert job.name == "run-dry"
+    assert job.type == "pipeline"
+    assert job.component.endswith("/components/aml_trigger_training/versions/3")
+    assert job.inputs["training_data"].path == "azureml://datastores/incoming/paths/drops/a/"
+    assert job.inputs["num_leaves"]._data == 15
+    assert job.settings.default_compute == "cpu-cluster"
