@@ -1,0 +1,102 @@
+"""BlobStorage: the storage seam over Azure Blob Storage (or Azurite).
+
+Only names, ETags and sizes travel through `list_blobs`/`get_blob`; content is
+read only by `download_prefix`, which the local executor uses to stage data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.storage import BlobInfo
+
+# azure-storage-blob 12.31 speaks a newer REST version than Azurite 3.x accepts
+# unless the emulator runs with --skipApiVersionCheck; the emulator gets this one.
+EMULATOR_API_VERSION = "2021-12-02"
+
+
+def is_emulator(connection_string: str) -> bool:
+    text = connection_string.lower()
+    return (
+        text.startswith("usedevelopmentstorage=true")
+        or "devstoreaccount1" in text
+        or "127.0.0.1" in text
+        or "localhost" in text
+    )
+
+
+def blob_service_client(connection_string: str):
+    """A BlobServiceClient for a connection string (Azurite gets an API version it knows)."""
+    from azure.storage.blob import BlobServiceClient
+
+    kwargs = {"api_version": EMULATOR_API_VERSION} if is_emulator(connection_string) else {}
+    return BlobServiceClient.from_connection_string(connection_string, **kwargs)
+
+
+class BlobStorage:
+    kind = "blob"
+
+    def __init__(self, service) -> None:  # service: azure.storage.blob.BlobServiceClient
+        self.service = service
+        self._ensured: set[str] = set()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> BlobStorage:
+        return cls(blob_service_client(connection_string))
+
+    def _container(self, container: str, *, create: bool = False):
+        client = self.service.get_container_client(container)
+        if create and container not in self._ensured:
+            from azure.core.exceptions import ResourceExistsError
+
+            try:
+                client.create_container()
+            except ResourceExistsError:
+                pass
+            self._ensured.add(container)
+        return client
+
+    def list_blobs(self, container: str, prefix: str = "") -> Iterator[BlobInfo]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        client = self._container(container)
+        try:
+            for props in client.list_blobs(name_starts_with=prefix or None):
+                yield _info(container, props)
+        except ResourceNotFoundError:
+            return  # no container yet: nothing has arrived
+
+    def get_blob(self, container: str, name: str) -> BlobInfo | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self._container(container).get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return _info(container, props)
+
+    def put_blob(self, container: str, name: str, data: bytes) -> BlobInfo:
+        client = self._container(container, create=True).get_blob_client(name)
+        client.upload_blob(data, overwrite=True)
+        return _info(container, client.get_blob_properties())
+
+    def download_prefix(self, container: str, prefix: str, dest: Path) -> list[Path]:
+        client = self._container(container)
+        written = []
+        for blob in self.list_blobs(container, prefix):
+            rel = blob.name[len(prefix) :] if prefix else blob.name
+            target = Path(dest) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as handle:
+                client.get_blob_client(blob.name).download_blob().readinto(handle)
+            written.append(target)
+        return written
+
+    def uri(self, container: str, name: str) -> str:
+        return self._container(container).get_blob_client(name).url
+
+
+def _info(container: str, props) -> BlobInfo:
+    modified = props.last_modified.timestamp() if props.last_modified else 0.0
+    return BlobInfo(container, props.name, props.etag, int(props.size or 0), modified)

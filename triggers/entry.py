@@ -1,0 +1,88 @@
+"""From the host's binding objects to typed events and the service (function_app's side).
+
+Imported by function_app at indexing time, so it loads only the standard library
+and azure.functions; the service and its dependencies load on the first event.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import azure.functions as func
+
+from triggers import runtime
+from triggers.events import BlobArrival, TimerTick
+
+log = logging.getLogger("aml_trigger")
+
+# A host may fire a tick a little before its second; it still belongs to that tick.
+_EARLY_TICK = timedelta(seconds=5)
+
+
+def blob_source() -> func.BlobSource:
+    """BLOB_TRIGGER_SOURCE=EventGrid selects Event Grid, anything else the polling
+    default: read leniently here because a bad value must not break indexing (the
+    service reports it through Settings when it starts)."""
+    import os
+
+    if os.environ.get("BLOB_TRIGGER_SOURCE", "").lower() == "eventgrid":
+        return func.BlobSource.EVENT_GRID
+    return func.BlobSource.LOGS_AND_CONTAINER_SCAN
+
+
+def http(handler_name: str, req: func.HttpRequest) -> func.HttpResponse:
+    from triggers import http_api
+
+    return getattr(http_api, handler_name)(req)
+
+
+def blob(stream: func.InputStream) -> None:
+    container, _, name = (stream.name or "").partition("/")
+    props = getattr(stream, "blob_properties", None) or {}
+    arrival = BlobArrival(
+        container=container,
+        name=name,
+        etag=props.get("ETag") or props.get("Etag") or props.get("etag"),
+        size=stream.length if stream.length is not None else props.get("Length"),
+        uri=stream.uri,
+    )
+    outcome = runtime.service().on_blob(arrival)
+    log.info("blob %s/%s: %s", container, name, _describe(outcome))
+
+
+def timer(function_name: str, request: func.TimerRequest, *, now: datetime | None = None) -> None:
+    from triggers.schedule import CronSchedule
+
+    service = runtime.service()
+    schedule = CronSchedule.parse(service.settings.train_schedule)
+    when = (now or datetime.now(UTC)) + _EARLY_TICK
+    tick = TimerTick(
+        function_name=function_name,
+        scheduled_at=schedule.latest_at_or_before(when),
+        past_due=bool(request.past_due),
+        schedule_status=dict(getattr(request, "schedule_status", None) or {}),
+    )
+    outcome = service.on_timer(tick)
+    log.info("timer %s (%s): %s", function_name, tick.scheduled_at.isoformat(), _describe(outcome))
+
+
+def sweep() -> None:
+    for outcome in runtime.service().sweep_drops():
+        log.info("drop: %s", _describe(outcome))
+
+
+def monitor() -> None:
+    from triggers.monitor import RunMonitor
+
+    report = RunMonitor(runtime.service()).tick()
+    if report.finished or report.started or report.resubmitted:
+        log.info("monitor: %s", report)
+
+
+def _describe(outcome) -> str:
+    run = getattr(outcome, "run", None)
+    if run is not None:
+        state = "new run" if outcome.created else "existing run"
+        return f"{state} {run.run_id} ({run.status}){' ' + outcome.note if outcome.note else ''}"
+    return getattr(outcome, "reason", None) or type(outcome).__name__

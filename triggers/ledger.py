@@ -1,0 +1,137 @@
+"""RunLedger: every decision to run, recorded under its idempotency key BEFORE the
+backend hears of it.
+
+claim -> submit -> mark submitted (or failed). A redelivered event finds its key
+claimed and gets the existing run; a crash between claim and submit leaves a
+`claimed` entry that recovery submits (the run id derives from the key, so a
+submission that did reach the backend is not repeated there either).
+
+Three namespaces in the state store:
+- `ledger`: key -> the entry (the authority);
+- `open`:   key -> {} while the entry still needs work (submission, monitoring or
+  notification), so recovery and the monitor list only live work, not history;
+- `runs`:   run id -> key, to answer GET /api/runs/{id} for runs not yet submitted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from triggers.state import StateStore
+
+ORPHAN_INDEX_S = 300.0
+EntryStatus = Literal["claimed", "waiting", "submitted", "failed", "canceled"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LedgerEntry:
+    key: str
+    run_id: str
+    trigger: str
+    status: EntryStatus
+    request: dict[str, Any]
+    fingerprint: str
+    claimed_at: float
+    updated_at: float
+    attempts: int = 1
+    error: str | None = None
+    retryable: bool = False
+    run_status: str | None = None  # last status seen by the monitor
+    notification: dict[str, Any] | None = None
+    version: str = field(default="", compare=False)
+
+    @property
+    def callback_url(self) -> str | None:
+        return self.request.get("callback_url")
+
+    def to_doc(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.pop("version")
+        return doc
+
+
+class RunLedger:
+    def __init__(self, state: StateStore, *, clock=time.time) -> None:
+        self.state = state
+        self.clock = clock
+
+    def claim(
+        self,
+        key: str,
+        *,
+        run_id: str,
+        trigger: str,
+        request: dict[str, Any],
+        fingerprint: str,
+    ) -> tuple[LedgerEntry, bool]:
+        """(entry, True) when this caller now owns the key; (existing entry, False)
+        when the key was claimed before (a repeat or a concurrent delivery)."""
+        now = self.clock()
+        entry = LedgerEntry(
+            key=key,
+            run_id=run_id,
+            trigger=trigger,
+            status="claimed",
+            request=request,
+            fingerprint=fingerprint,
+            claimed_at=now,
+            updated_at=now,
+        )
+        # Index first: an index without an entry is harmless (recovery drops it), an
+        # entry without its index would never be recovered or monitored.
+        self.state.create("open", key, {"run_id": run_id, "at": now})
+        self.state.create("runs", run_id, {"key": key})
+        created = self.state.create("ledger", key, entry.to_doc())
+        if created is not None:
+            return replace(entry, version=created.version), True
+        existing = self.get(key)
+        if existing is None:  # deleted in between: only `forget` deletes; claim again
+            return self.claim(
+                key, run_id=run_id, trigger=trigger, request=request, fingerprint=fingerprint
+            )
+        return existing, False
+
+    def get(self, key: str) -> LedgerEntry | None:
+        found = self.state.get("ledger", key)
+        return _entry(found.doc, found.version) if found else None
+
+    def by_run_id(self, run_id: str) -> LedgerEntry | None:
+        found = self.state.get("runs", run_id)
+        return self.get(found.doc["key"]) if found else None
+
+    def update(self, entry: LedgerEntry, **changes: Any) -> LedgerEntry | None:
+        """Compare-and-swap: None when someone else changed the entry first."""
+        new = replace(entry, updated_at=self.clock(), **changes)
+        written = self.state.replace("ledger", entry.key, new.to_doc(), entry.version)
+        return replace(new, version=written.version) if written else None
+
+    def close(self, key: str) -> None:
+        """The entry needs no more work: drop it from the open index (kept in history)."""
+        self.state.delete("open", key)
+
+    def forget(self, entry: LedgerEntry) -> bool:
+        """Undo a claim that decided not to run (e.g. CONCURRENCY_POLICY=skip)."""
+        if not self.state.delete("ledger", entry.key, entry.version):
+            return False
+        self.state.delete("runs", entry.run_id)
+        self.state.delete("open", entry.key)
+        return True
+
+    def open_entries(self) -> list[LedgerEntry]:
+        entries = []
+        for key, index in list(self.state.items("open")):
+            entry = self.get(key)
+            if entry is None:
+                # Index written and the entry not (yet): a claim in progress, or one
+                # that crashed inside `claim` (nothing was decided); drop it when old.
+                if self.clock() - index.doc.get("at", 0) > ORPHAN_INDEX_S:
+                    self.state.delete("open", key, index.version)
+                continue
+            entries.append(entry)
+        return entries
+
+
+def _entry(doc: dict[str, Any], version: str) -> LedgerEntry:
+    return LedgerEntry(**doc, version=version)

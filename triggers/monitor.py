@@ -1,0 +1,100 @@
+"""The run monitor: follows unfinished runs, notifies originators once, frees slots.
+
+One tick: poll every submitted, unfinished run in the ledger's open index
+(`submitter.get`); on a terminal state deliver the callback (claimed in the ledger
+first, so two monitors do not both send it) and close the entry; then resubmit
+stale claims and start queued runs that now fit under the concurrency limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pipeline.runs import TERMINAL
+from pipeline.submitter import RunNotFound, SubmissionError
+from triggers.ledger import LedgerEntry
+from triggers.notify import run_summary
+from triggers.service import CLAIM_GRACE_S, TriggerService
+
+log = logging.getLogger("aml_trigger.monitor")
+
+# A delivery claimed this long ago without a result died with its process: retry.
+SENDING_TIMEOUT_S = 600.0
+
+
+@dataclass
+class MonitorReport:
+    finished: list[str] = field(default_factory=list)
+    notified: list[str] = field(default_factory=list)
+    notify_failed: list[str] = field(default_factory=list)
+    resubmitted: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+
+
+class RunMonitor:
+    def __init__(self, service: TriggerService, *, grace_s: float = CLAIM_GRACE_S) -> None:
+        self.service = service
+        self.ledger = service.ledger
+        self.grace_s = grace_s
+
+    def tick(self) -> MonitorReport:
+        report = MonitorReport()
+        for entry in self.ledger.open_entries():
+            if entry.status == "submitted":
+                self._follow(entry, report)
+            elif entry.status == "canceled":
+                self.ledger.close(entry.key)
+        for outcome in self.service.recover(grace_s=self.grace_s):
+            report.resubmitted.append(outcome.run.run_id)
+        try:
+            for outcome in self.service.dispatch_waiting():
+                report.started.append(outcome.run.run_id)
+        except SubmissionError as exc:
+            log.warning("starting a queued run failed: %s", exc.message)
+        return report
+
+    def _follow(self, entry: LedgerEntry, report: MonitorReport) -> None:
+        try:
+            record = self.service.submitter.get(entry.run_id)
+        except RunNotFound:
+            log.warning("run %s is in the ledger but unknown to the backend", entry.run_id)
+            return
+        except SubmissionError as exc:
+            log.warning("polling run %s failed: %s", entry.run_id, exc.message)
+            return
+        if record.status not in TERMINAL:
+            if record.status != entry.run_status:
+                self.ledger.update(entry, run_status=record.status)
+            return
+        report.finished.append(entry.run_id)
+        if entry.callback_url and not self._delivered(entry):
+            entry = self._notify(entry, record, report)
+            if entry is None:
+                return  # another monitor holds the delivery
+        updated = self.ledger.update(entry, run_status=record.status)
+        if updated is not None:
+            self.ledger.close(entry.key)
+
+    def _delivered(self, entry: LedgerEntry) -> bool:
+        note = entry.notification or {}
+        if note.get("state") in ("sent", "failed"):
+            return True
+        sending = note.get("state") == "sending"
+        return sending and self.service.clock() - note.get("at", 0) < SENDING_TIMEOUT_S
+
+    def _notify(self, entry: LedgerEntry, record, report: MonitorReport) -> LedgerEntry | None:
+        clock = self.service.clock
+        claimed = self.ledger.update(entry, notification={"state": "sending", "at": clock()})
+        if claimed is None:
+            return None
+        base = self.service.settings.public_base_url.rstrip("/")
+        run_url = record.extra.get("studio_url") or f"{base}/api/runs/{record.run_id}"
+        delivery = self.service.notifier.send(
+            entry.callback_url, run_summary(record, run_url=run_url)
+        )
+        (report.notified if delivery.ok else report.notify_failed).append(entry.run_id)
+        if not delivery.ok:
+            log.warning("callback for run %s failed: %s", entry.run_id, delivery.error)
+        done = self.ledger.update(claimed, notification=delivery.as_record(clock()))
+        return done or self.ledger.get(entry.key)

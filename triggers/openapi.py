@@ -1,0 +1,168 @@
+"""The OpenAPI 3.1 document of the HTTP API, built from the models themselves
+(TrainingRequest and RunRecord), so the published schema cannot drift from what
+the service validates."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+
+REF = "#/components/schemas/{model}"
+
+
+def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def _error() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        },
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=ref)}}},
+    }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed JSON (with its position).",
+        401: "Missing or wrong function key.",
+        404: "No such run.",
+        413: "Body larger than REQUEST_MAX_BYTES.",
+        415: "Content-Type is not application/json.",
+        422: "Invalid fields, each named by JSON path with its value and what is accepted; "
+        "or an Idempotency-Key reused with another body.",
+        429: "Concurrency limit reached and CONCURRENCY_POLICY=skip.",
+        502: "The pipeline backend refused the submission.",
+        503: "The backend is unavailable or the app is misconfigured.",
+    }
+    return {str(c): _json("Error", text[c]) for c in codes}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    from pipeline.request import TrainingRequest
+    from pipeline.runs import RunRecord
+
+    schemas = _schemas(TrainingRequest, RunRecord)
+    schemas["Error"] = _error()
+    schemas["RunList"] = {
+        "type": "object",
+        "properties": {"runs": {"type": "array", "items": {"$ref": REF.format(model="RunRecord")}}},
+    }
+    run_id = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    keyed = [{"functionKey": []}, {"functionKeyQuery": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "aml-trigger",
+            "version": "1",
+            "description": "Submit and follow training runs of the Azure ML pipeline.",
+        },
+        "servers": [{"url": "/api"}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            },
+        },
+        "security": keyed,
+        "paths": {
+            "/runs": {
+                "post": {
+                    "operationId": "submitRun",
+                    "summary": "Validate a TrainingRequest and start (or find) its run.",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 200},
+                            "description": "Repeats with the same key return the same run. "
+                            "Absent: the key is derived from the body and the UTC date.",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": REF.format(model="TrainingRequest")}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json("RunRecord", "Run accepted; Location names it."),
+                        "200": _json("RunRecord", "Repeat: the existing run (or a dry run)."),
+                        **_errors(400, 401, 413, 415, 422, 429, 502, 503),
+                    },
+                },
+                "get": {
+                    "operationId": "listRuns",
+                    "summary": "Recent runs, newest first.",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        }
+                    ],  # fmt: skip
+                    "responses": {"200": _json("RunList", "Runs."), **_errors(401, 422)},
+                },
+            },
+            "/runs/{run_id}": {
+                "get": {
+                    "operationId": "getRun",
+                    "parameters": [run_id],
+                    "responses": {"200": _json("RunRecord", "The run."), **_errors(401, 404)},
+                }
+            },
+            "/runs/{run_id}/cancel": {
+                "post": {
+                    "operationId": "cancelRun",
+                    "parameters": [run_id],
+                    "responses": {
+                        "202": _json("RunRecord", "Cancellation requested."),
+                        **_errors(401, 404, 502),
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "security": [],
+                    "responses": {"200": {"description": "The app is up."}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "security": [],
+                    "responses": {"200": {"description": "This document."}},
+                }
+            },
+        },
+    }

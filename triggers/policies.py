@@ -1,0 +1,184 @@
+"""Pure trigger policies: plain values in, a decision out (no I/O, no clock).
+
+Each returns `Submit(...)` or `Skip(reason)`, like Dagster sensors return a
+RunRequest or a SkipReason; the service does the I/O the decision implies.
+
+Idempotency keys (what makes a repeat the same run):
+- blob, one run per blob: `blob:<container>/<name>@<etag>`;
+- blob, one run per drop folder: `blob:<container>/<folder>@<digest>`, where the
+  digest covers the names and ETags of every blob in the drop, so the same drop
+  redelivered is the same run, and new data in the folder is a new one;
+- HTTP: `http:<Idempotency-Key header>`; without the header,
+  `http-body:<UTC date>:<sha256 of the canonical request>`: a client retrying the
+  same POST on the same day gets the same run (no accidental double training),
+  while the same body on another day trains again. Send an Idempotency-Key to
+  choose otherwise.
+- timer: `timer:<function name>@<scheduled occurrence, ISO UTC>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+from triggers.events import BlobArrival
+
+DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload")
+# Folders the pipeline or tools write into the container; never our input.
+OWN_OUTPUT_PREFIXES = ("_outputs/", "outputs/", "azureml/", "azure-webjobs-")
+
+
+@dataclass(frozen=True)
+class Submit:
+    idempotency_key: str
+    data: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Queue:
+    reason: str
+
+
+Decision = Submit | Skip
+
+
+# --- idempotency keys -----------------------------------------------------------------
+def blob_key(container: str, name: str, etag: str) -> str:
+    return f"blob:{container}/{name}@{etag.strip(chr(34))}"
+
+
+def drop_digest(files: Mapping[str, str]) -> str:
+    """Identity of a drop's content: every blob name with its ETag, order-free."""
+    text = "\n".join(f"{name}\t{etag}" for name, etag in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def drop_key(container: str, folder: str, files: Mapping[str, str]) -> str:
+    return f"blob:{container}/{folder}@{drop_digest(files)}"
+
+
+def http_key(header: str | None, canonical_request: Mapping[str, Any], today: date) -> str:
+    if header is not None:
+        return f"http:{header}"
+    return f"http-body:{today.isoformat()}:{request_fingerprint(canonical_request)}"
+
+
+def timer_key(function_name: str, scheduled_at: datetime) -> str:
+    return f"timer:{function_name}@{scheduled_at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+def request_fingerprint(canonical_request: Mapping[str, Any]) -> str:
+    """Hash of a request as validated (defaults filled in, `dry_run` left out), so
+    `{}` and the same body spelled with defaults are the same request."""
+    body = {k: v for k, v in canonical_request.items() if k != "dry_run"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_idempotency_key(value: str) -> str | None:
+    """None when acceptable, else what is wrong (the header is echoed in logs and keys)."""
+    if not 1 <= len(value) <= 200:
+        return f"Idempotency-Key must be 1-200 characters (got {len(value)})"
+    if any(not (32 < ord(c) < 127) for c in value):
+        return "Idempotency-Key must be printable ASCII without spaces"
+    return None
+
+
+# --- blob filters ---------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class BlobRules:
+    prefix: str = ""
+    marker_name: str = "_SUCCESS"
+    max_bytes: int = 5 * 1024**3
+    suffixes: tuple[str, ...] = DATA_SUFFIXES
+
+
+def classify_blob(arrival: BlobArrival, rules: BlobRules) -> Literal["data", "marker"] | Skip:
+    """Is this blob data, the drop's marker, or something to ignore (and why)?"""
+    name = arrival.name
+    if not name.startswith(rules.prefix):
+        return Skip(f"{name!r} is outside the watched prefix {rules.prefix!r}")
+    if name.startswith(OWN_OUTPUT_PREFIXES):
+        return Skip(f"{name!r} is under a folder this service or Azure ML writes")
+    parts = name.split("/")
+    if any(p.startswith((".", "_")) for p in parts[:-1]):
+        return Skip(f"{name!r} is inside a hidden or underscore folder")
+    base = parts[-1]
+    if base == rules.marker_name:
+        return "marker"
+    if base.startswith((".", "~", "_")) or base.endswith(TEMP_SUFFIXES):
+        return Skip(f"{name!r} is a hidden or temporary file")
+    if not base.lower().endswith(rules.suffixes):
+        accepted = ", ".join(rules.suffixes)
+        return Skip(f"{name!r} is not data ({accepted}) nor the marker {rules.marker_name!r}")
+    if arrival.size is not None and arrival.size > rules.max_bytes:
+        return Skip(f"{name!r} is {arrival.size} bytes, over BLOB_MAX_BYTES={rules.max_bytes}")
+    if arrival.size == 0:
+        return Skip(f"{name!r} is empty")
+    return "data"
+
+
+# --- batching a drop folder into one run ----------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class CoalescingWindow:
+    """A drop is ready when no blob arrived for `quiet_s`, or `max_delay_s` after its
+    first blob, whichever comes first: a steady trickle cannot postpone it forever."""
+
+    quiet_s: float = 30.0
+    max_delay_s: float = 600.0
+
+    def decide(self, *, first_seen: float, last_seen: float, now: float) -> Submit | Skip:
+        if now - first_seen >= self.max_delay_s:
+            return Submit("", reason=f"drop open {now - first_seen:.0f}s (max delay)")
+        if now - last_seen >= self.quiet_s:
+            return Submit("", reason=f"no new blob for {now - last_seen:.0f}s (quiet window)")
+        wait = min(self.quiet_s - (now - last_seen), self.max_delay_s - (now - first_seen))
+        return Skip(f"waiting {wait:.0f}s more for the drop to settle")
+
+
+def blob_decision(
+    kind: Literal["data", "marker"],
+    mode: Literal["window", "marker", "each"],
+) -> Literal["run-now", "collect", "run-blob"]:
+    """What a classified blob does in a batch mode: start the drop's run now (its
+    marker), join the drop (collected until marker or window), or run on its own."""
+    if kind == "marker":
+        return "run-now"
+    if mode == "each":
+        return "run-blob"
+    return "collect"
+
+
+# --- concurrency ----------------------------------------------------------------------
+def admit(
+    active_runs: int, *, limit: int, policy: Literal["queue", "skip"]
+) -> Literal["submit"] | Queue | Skip:
+    if active_runs < limit:
+        return "submit"
+    message = f"{active_runs} run(s) active, MAX_CONCURRENT_RUNS={limit}"
+    if policy == "queue":
+        return Queue(f"{message}: queued until one finishes")
+    return Skip(f"{message} and CONCURRENCY_POLICY=skip")
+
+
+def ready_drops(
+    drops: Iterable[tuple[str, float, float]], window: CoalescingWindow, now: float
+) -> list[tuple[str, str]]:
+    """(folder, reason) of each (folder, first_seen, last_seen) whose window closed."""
+    ready = []
+    for folder, first_seen, last_seen in drops:
+        decision = window.decide(first_seen=first_seen, last_seen=last_seen, now=now)
+        if isinstance(decision, Submit):
+            ready.append((folder, decision.reason))
+    return ready

@@ -1,0 +1,368 @@
+"""TriggerService: validation -> policy -> ledger -> submitter, one typed outcome.
+
+Every trigger (HTTP, timer, blob, CLI) ends in `submit_request`, so dedupe, the
+concurrency limit, crash safety and callback checks are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.request import TrainingRequest
+from pipeline.runs import RunRecord, run_id_for
+from pipeline.storage import Storage
+from pipeline.submitter import RunNotFound, SubmissionError, Submitter
+from triggers import policies
+from triggers.drops import DropBook, OpenDrop
+from triggers.events import BlobArrival, HttpSubmission, TimerTick
+from triggers.ledger import LedgerEntry, RunLedger
+from triggers.notify import CallbackNotifier, UnsafeCallback
+from triggers.validation import RequestError, parse_training_request
+
+log = logging.getLogger("aml_trigger.service")
+
+# A claim younger than this may still be on its way to the backend in another
+# process; recovery leaves it alone. At host start nothing else is submitting.
+CLAIM_GRACE_S = 120.0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A run exists for the request: `created` is False for a repeat."""
+
+    run: RunRecord
+    created: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """Recorded, not yet a run (a blob joined a drop that is still filling)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class DryRun:
+    run_id: str
+    description: dict[str, Any]
+
+
+Outcome = Accepted | Skipped | Deferred | DryRun
+
+
+class IdempotencyConflict(RequestError):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            422,
+            "idempotency_key_reused",
+            f"Idempotency-Key {key!r} was already used with a different request body; "
+            "send the same body to get that run, or a new key for a new run",
+            [{"path": "Idempotency-Key", "value": key, "message": "reused with another body"}],
+        )
+
+
+class TriggerService:
+    def __init__(
+        self,
+        settings,
+        submitter: Submitter,
+        ledger: RunLedger,
+        drops: DropBook,
+        storage: Storage,
+        notifier: CallbackNotifier,
+        *,
+        clock=time.time,
+    ) -> None:
+        self.settings = settings
+        self.submitter = submitter
+        self.ledger = ledger
+        self.drops = drops
+        self.storage = storage
+        self.notifier = notifier
+        self.clock = clock
+        self.rules = policies.BlobRules(
+            prefix=settings.blob_prefix,
+            marker_name=settings.blob_marker_name,
+            max_bytes=settings.blob_max_bytes,
+        )
+        self.window = policies.CoalescingWindow(
+            quiet_s=settings.blob_quiet_seconds, max_delay_s=settings.blob_max_delay_seconds
+        )
+
+    # --- the triggers ---------------------------------------------------------------
+    def submit_http(self, submission: HttpSubmission) -> Outcome:
+        request = parse_training_request(submission.body)
+        header = submission.idempotency_key
+        if header is not None and (problem := policies.check_idempotency_key(header)):
+            raise RequestError(
+                422,
+                "invalid_idempotency_key",
+                problem,
+                [{"path": "Idempotency-Key", "value": header, "message": problem}],
+            )
+        today = datetime.fromtimestamp(self.clock(), UTC).date()
+        key = policies.http_key(header, request.model_dump(mode="json"), today)
+        return self.submit_request(request, trigger="http", idempotency_key=key)
+
+    def on_timer(self, tick: TimerTick) -> Outcome:
+        when = tick.scheduled_at.strftime("%Y-%m-%d %H:%M:%SZ")
+        late = " (past due: the host was down at that time)" if tick.past_due else ""
+        try:
+            request = TrainingRequest(
+                data=self.settings.train_data_prefix,
+                reason=f"scheduled retrain {when}{late}",
+            )
+        except ValueError as exc:
+            return Skipped(f"TRAIN_DATA_PREFIX is not usable: {exc}")
+        key = policies.timer_key(tick.function_name, tick.scheduled_at)
+        return self.submit_request(request, trigger="timer", idempotency_key=key)
+
+    def on_blob(self, arrival: BlobArrival) -> Outcome:
+        if arrival.container != self.settings.incoming_container:
+            return Skipped(
+                f"container {arrival.container!r} is not INCOMING_CONTAINER "
+                f"{self.settings.incoming_container!r}"
+            )
+        kind = policies.classify_blob(arrival, self.rules)
+        if isinstance(kind, policies.Skip):
+            return Skipped(kind.reason)
+        action = policies.blob_decision(kind, self.settings.blob_batch_mode)
+        if action == "run-now":
+            return self._fire_drop(arrival.container, arrival.folder, f"marker {arrival.name}")
+        if action == "run-blob":
+            etag = arrival.etag or self._etag_of(arrival)
+            if etag is None:
+                return Skipped(f"{arrival.name!r} no longer exists")
+            request = self._drop_request(arrival.folder, f"blob {arrival.name}")
+            if isinstance(request, Skipped):
+                return request
+            key = policies.blob_key(arrival.container, arrival.name, etag)
+            return self.submit_request(request, trigger="blob", idempotency_key=key)
+        if self.settings.blob_batch_mode == "marker":
+            return Deferred(
+                f"{arrival.name!r} waits for {self.settings.blob_marker_name!r} "
+                f"in {arrival.folder or '/'}"
+            )
+        self.drops.touch(arrival.container, arrival.folder, self.clock())
+        return Deferred(f"{arrival.name!r} joined drop {arrival.folder or '/'!r}")
+
+    def sweep_drops(self) -> list[Outcome]:
+        """Start the run of every drop whose coalescing window has closed."""
+        now = self.clock()
+        outcomes: list[Outcome] = []
+        for drop in self.drops.open_drops():
+            decision = self.window.decide(
+                first_seen=drop.first_seen, last_seen=drop.last_seen, now=now
+            )
+            if isinstance(decision, policies.Submit):
+                outcomes.append(self._fire_drop(drop.container, drop.folder, decision.reason, drop))
+        return outcomes
+
+    # --- the one way to a run -------------------------------------------------------
+    def submit_request(
+        self, request: TrainingRequest, *, trigger: str, idempotency_key: str
+    ) -> Outcome:
+        run_id = run_id_for(idempotency_key)
+        if request.dry_run:
+            return DryRun(run_id, self.submitter.describe(request, run_id=run_id, trigger=trigger))
+        if request.callback_url:
+            try:
+                self.notifier.check(request.callback_url)
+            except UnsafeCallback as exc:
+                raise RequestError(
+                    422,
+                    "unsafe_callback_url",
+                    str(exc),
+                    [{"path": "callback_url", "value": request.callback_url, "message": str(exc)}],
+                ) from None
+        canonical = request.model_dump(mode="json")
+        entry, created = self.ledger.claim(
+            idempotency_key,
+            run_id=run_id,
+            trigger=trigger,
+            request=canonical,
+            fingerprint=policies.request_fingerprint(canonical),
+        )
+        if not created:
+            if entry.fingerprint != policies.request_fingerprint(canonical):
+                raise IdempotencyConflict(idempotency_key.partition(":")[2])
+            if entry.status == "failed":
+                retried = self.ledger.update(entry, status="claimed", attempts=entry.attempts + 1)
+                if retried is not None:
+                    return self._submit(retried)
+            return Accepted(self._record(entry), created=False)
+        decision = policies.admit(
+            self._active_runs(exclude=entry.key),
+            limit=self.settings.max_concurrent_runs,
+            policy=self.settings.concurrency_policy,
+        )
+        if isinstance(decision, policies.Skip):
+            self.ledger.forget(entry)
+            return Skipped(decision.reason)
+        if isinstance(decision, policies.Queue):
+            waiting = self.ledger.update(entry, status="waiting") or entry
+            return Accepted(self._record(waiting), created=True, note=decision.reason)
+        return self._submit(entry)
+
+    def _submit(self, entry: LedgerEntry) -> Accepted:
+        request = TrainingRequest.model_validate_json(json.dumps(entry.request))
+        try:
+            record = self.submitter.submit(
+                request, run_id=entry.run_id, trigger=entry.trigger, idempotency_key=entry.key
+            )
+        except SubmissionError as exc:
+            self.ledger.update(entry, status="failed", error=exc.message, retryable=exc.retryable)
+            if not exc.retryable:
+                self.ledger.close(entry.key)
+            raise
+        self.ledger.update(entry, status="submitted", run_status=record.status, error=None)
+        return Accepted(record, created=True)
+
+    # --- reading and steering runs --------------------------------------------------
+    def get_run(self, run_id: str) -> RunRecord:
+        try:
+            return self.submitter.get(run_id)
+        except RunNotFound:
+            entry = self.ledger.by_run_id(run_id)
+            if entry is None:
+                raise
+            return self._from_ledger(entry)
+
+    def list_runs(self, limit: int = 20) -> list[RunRecord]:
+        runs = {r.run_id: r for r in self.submitter.list_runs(limit)}
+        for entry in self.ledger.open_entries():
+            if entry.status != "submitted" and entry.run_id not in runs:
+                runs[entry.run_id] = self._from_ledger(entry)
+        return sorted(runs.values(), key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def cancel_run(self, run_id: str) -> RunRecord:
+        entry = self.ledger.by_run_id(run_id)
+        if entry is not None and entry.status in ("waiting", "failed"):
+            canceled = self.ledger.update(entry, status="canceled")
+            if canceled is not None:
+                self.ledger.close(entry.key)
+                return self._from_ledger(canceled)
+        return self.submitter.cancel(run_id)
+
+    # --- recovery and the concurrency queue -----------------------------------------
+    def recover(self, *, grace_s: float = CLAIM_GRACE_S) -> list[Outcome]:
+        """Submit claims that never reached the backend (a crash between claim and
+        submit) and retryable failures. Each is taken over by compare-and-swap, so
+        two recovering instances do not both submit it."""
+        now = self.clock()
+        outcomes: list[Outcome] = []
+        for entry in self.ledger.open_entries():
+            stale = now - entry.updated_at >= grace_s
+            if entry.status == "claimed" and stale or entry.status == "failed" and entry.retryable:
+                owned = self.ledger.update(entry, status="claimed", attempts=entry.attempts + 1)
+                if owned is None:
+                    continue
+                try:
+                    outcomes.append(self._submit(owned))
+                except SubmissionError as exc:
+                    log.warning("resubmitting %s failed: %s", entry.run_id, exc.message)
+        return outcomes
+
+    def dispatch_waiting(self) -> list[Outcome]:
+        """Submit queued runs (oldest first) while there is room under the limit."""
+        waiting = sorted(
+            (e for e in self.ledger.open_entries() if e.status == "waiting"),
+            key=lambda e: e.claimed_at,
+        )
+        outcomes: list[Outcome] = []
+        for entry in waiting:
+            if self._active_runs() >= self.settings.max_concurrent_runs:
+                break
+            owned = self.ledger.update(entry, status="claimed")
+            if owned is not None:
+                outcomes.append(self._submit(owned))
+        return outcomes
+
+    def _active_runs(self, exclude: str | None = None) -> int:
+        count = 0
+        for entry in self.ledger.open_entries():
+            if entry.key == exclude:
+                continue
+            if entry.status == "claimed":
+                count += 1
+            elif entry.status == "submitted" and entry.run_status not in ("completed", "failed",
+                                                                          "canceled"):  # fmt: skip
+                try:
+                    status = self.submitter.get(entry.run_id).status
+                except RunNotFound:
+                    continue
+                if status != entry.run_status:
+                    self.ledger.update(entry, run_status=status)
+                count += status in ("queued", "running")
+        return count
+
+    # --- helpers --------------------------------------------------------------------
+    def _fire_drop(
+        self, container: str, folder: str, reason: str, drop: OpenDrop | None = None
+    ) -> Outcome:
+        files = {
+            blob.name: blob.etag
+            for blob in self.storage.list_blobs(container, folder)
+            if self._is_data(blob)
+        }
+        if drop is None:
+            drop = self.drops.get(container, folder)
+        if not files:
+            if drop is not None:
+                self.drops.settle(drop, self.clock())
+            return Skipped(f"drop {folder or '/'!r} has no data files ({reason})")
+        request = self._drop_request(folder, f"drop {folder or '/'} ({len(files)} files): {reason}")
+        if isinstance(request, Skipped):
+            return request
+        key = policies.drop_key(container, folder, files)
+        outcome = self.submit_request(request, trigger="blob", idempotency_key=key)
+        if drop is not None:
+            self.drops.settle(drop, self.clock())
+        return outcome
+
+    def _is_data(self, blob) -> bool:
+        arrival = BlobArrival(container=blob.container, name=blob.name, size=blob.size)
+        return policies.classify_blob(arrival, self.rules) == "data"
+
+    def _drop_request(self, folder: str, reason: str) -> TrainingRequest | Skipped:
+        try:
+            return TrainingRequest(data=folder, reason=reason[:500])
+        except ValueError as exc:
+            return Skipped(f"folder {folder!r} cannot be trained on: {exc}")
+
+    def _etag_of(self, arrival: BlobArrival) -> str | None:
+        info = self.storage.get_blob(arrival.container, arrival.name)
+        return info.etag if info else None
+
+    def _record(self, entry: LedgerEntry) -> RunRecord:
+        if entry.status == "submitted":
+            try:
+                return self.submitter.get(entry.run_id)
+            except RunNotFound:
+                pass
+        return self._from_ledger(entry)
+
+    def _from_ledger(self, entry: LedgerEntry) -> RunRecord:
+        status = {"failed": "failed", "canceled": "canceled"}.get(entry.status, "queued")
+        return RunRecord(
+            run_id=entry.run_id,
+            status=status,
+            backend=self.submitter.backend,
+            created_at=datetime.fromtimestamp(entry.claimed_at, UTC).isoformat(),
+            trigger=entry.trigger,
+            idempotency_key=entry.key,
+            error=entry.error,
+            request=entry.request,
+            extra={"ledger_status": entry.status},
+        )

@@ -1,0 +1,207 @@
+"""Small JSON documents with conditional writes: what the ledger and drops stand on.
+
+Two implementations behind one interface:
+- `SqliteState`: `$AML_TRIGGER_HOME/ledger.db`, the embedded default (WAL, so the
+  CLI and `aml-trigger serve` can share it).
+- `BlobState`: the app's storage account (Azure or Azurite): create is a write with
+  `If-None-Match: *`, replace and delete carry the ETag read (`If-Match`), so
+  instances scaled out never overwrite each other's decisions.
+
+Every write is compare-and-swap: `create` returns None when the key exists,
+`replace`/`delete` return None/False when someone changed it since it was read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+STATE_CONTAINER = "aml-trigger-state"
+
+
+@dataclass(frozen=True)
+class Versioned:
+    doc: dict[str, Any]
+    version: str
+
+
+class StateStore(Protocol):
+    def get(self, ns: str, key: str) -> Versioned | None: ...
+
+    def create(self, ns: str, key: str, doc: dict[str, Any]) -> Versioned | None: ...
+
+    def replace(self, ns: str, key: str, doc: dict[str, Any], version: str) -> Versioned | None: ...
+
+    def delete(self, ns: str, key: str, version: str | None = None) -> bool: ...
+
+    def items(self, ns: str) -> Iterator[tuple[str, Versioned]]: ...
+
+
+class SqliteState:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS state (ns TEXT NOT NULL, key TEXT NOT NULL, "
+                "doc TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (ns, key))"
+            )
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def get(self, ns: str, key: str) -> Versioned | None:
+        row = (
+            self._conn()
+            .execute("SELECT doc, version FROM state WHERE ns=? AND key=?", (ns, key))
+            .fetchone()
+        )
+        return Versioned(json.loads(row[0]), str(row[1])) if row else None
+
+    def create(self, ns: str, key: str, doc: dict[str, Any]) -> Versioned | None:
+        cur = self._conn().execute(
+            "INSERT OR IGNORE INTO state (ns, key, doc, version) VALUES (?, ?, ?, 1)",
+            (ns, key, json.dumps(doc)),
+        )
+        return Versioned(doc, "1") if cur.rowcount == 1 else None
+
+    def replace(self, ns: str, key: str, doc: dict[str, Any], version: str) -> Versioned | None:
+        new = int(version) + 1
+        cur = self._conn().execute(
+            "UPDATE state SET doc=?, version=? WHERE ns=? AND key=? AND version=?",
+            (json.dumps(doc), new, ns, key, int(version)),
+        )
+        return Versioned(doc, str(new)) if cur.rowcount == 1 else None
+
+    def delete(self, ns: str, key: str, version: str | None = None) -> bool:
+        if version is None:
+            cur = self._conn().execute("DELETE FROM state WHERE ns=? AND key=?", (ns, key))
+        else:
+            cur = self._conn().execute(
+                "DELETE FROM state WHERE ns=? AND key=? AND version=?", (ns, key, int(version))
+            )
+        return cur.rowcount == 1
+
+    def items(self, ns: str) -> Iterator[tuple[str, Versioned]]:
+        rows = (
+            self._conn()
+            .execute("SELECT key, doc, version FROM state WHERE ns=? ORDER BY key", (ns,))
+            .fetchall()
+        )
+        for key, doc, version in rows:
+            yield key, Versioned(json.loads(doc), str(version))
+
+
+class BlobState:
+    """One blob per document: `<ns>/<sha256(key)>.json` holding {"key", "doc"}."""
+
+    def __init__(self, service, container: str = STATE_CONTAINER) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        self.client = service.get_container_client(container)
+        try:
+            self.client.create_container()
+        except ResourceExistsError:
+            pass
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> BlobState:
+        from pipeline.blob_storage import blob_service_client
+
+        return cls(blob_service_client(connection_string))
+
+    @staticmethod
+    def _name(ns: str, key: str) -> str:
+        return f"{ns}/{hashlib.sha256(key.encode()).hexdigest()}.json"
+
+    def get(self, ns: str, key: str) -> Versioned | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            download = self.client.get_blob_client(self._name(ns, key)).download_blob()
+        except ResourceNotFoundError:
+            return None
+        body = json.loads(download.readall())
+        return Versioned(body["doc"], download.properties.etag)
+
+    def create(self, ns: str, key: str, doc: dict[str, Any]) -> Versioned | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        blob = self.client.get_blob_client(self._name(ns, key))
+        try:
+            result = blob.upload_blob(
+                _body(key, doc),
+                overwrite=True,
+                etag="*",
+                match_condition=MatchConditions.IfMissing,
+            )
+        except (ResourceExistsError, ResourceModifiedError):
+            return None
+        return Versioned(doc, result["etag"])
+
+    def replace(self, ns: str, key: str, doc: dict[str, Any], version: str) -> Versioned | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        blob = self.client.get_blob_client(self._name(ns, key))
+        try:
+            result = blob.upload_blob(
+                _body(key, doc),
+                overwrite=True,
+                etag=version,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return Versioned(doc, result["etag"])
+
+    def delete(self, ns: str, key: str, version: str | None = None) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        blob = self.client.get_blob_client(self._name(ns, key))
+        kwargs = {}
+        if version is not None:
+            kwargs = {"etag": version, "match_condition": MatchConditions.IfNotModified}
+        try:
+            blob.delete_blob(**kwargs)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def items(self, ns: str) -> Iterator[tuple[str, Versioned]]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        for props in self.client.list_blobs(name_starts_with=f"{ns}/"):
+            try:
+                download = self.client.get_blob_client(props.name).download_blob()
+            except ResourceNotFoundError:
+                continue  # deleted between list and read
+            body = json.loads(download.readall())
+            yield body["key"], Versioned(body["doc"], download.properties.etag)
+
+
+def _body(key: str, doc: dict[str, Any]) -> bytes:
+    return json.dumps({"key": key, "doc": doc}).encode()
+
+
+def open_state(settings) -> StateStore:  # settings: pipeline.settings.Settings
+    """SQLite under AML_TRIGGER_HOME for folder storage, else the storage account."""
+    if settings.storage_kind == "folder":
+        return SqliteState(Path(settings.home) / "ledger.db")
+    connection = settings.storage_connection.get_secret_value()
+    return BlobState.from_connection_string(connection)

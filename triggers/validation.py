@@ -1,0 +1,128 @@
+"""Bytes -> TrainingRequest, or an error naming every bad field.
+
+Malformed JSON is a 400 with its position; anything JSON that the model refuses is
+a 422 listing each field by JSON path with the value given and what is accepted
+(from pydantic's errors, without its documentation URLs).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from pipeline.request import TrainingRequest
+
+
+class RequestError(Exception):
+    """A request we refuse; maps to one HTTP status and a JSON error body."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+
+
+def parse_training_request(body: bytes) -> TrainingRequest:
+    text = _decode(body)
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise RequestError(
+            400,
+            "malformed_json",
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+            f"(character {exc.pos})",
+            [{"line": exc.lineno, "column": exc.colno, "position": exc.pos}],
+        ) from None
+    return validate_training_request(value)
+
+
+def validate_training_request(value: Any) -> TrainingRequest:
+    if not isinstance(value, dict):
+        raise RequestError(
+            422,
+            "invalid_request",
+            f"body must be a JSON object of TrainingRequest fields, not {_json_type(value)}",
+            [{"path": "$", "value": value, "message": "expected an object"}],
+        )
+    try:
+        # JSON-mode validation: strict types as JSON has them (1 is a number, "1" is not).
+        return TrainingRequest.model_validate_json(json.dumps(value))
+    except ValidationError as exc:
+        details = validation_details(exc, TrainingRequest)
+        names = ", ".join(d["path"] for d in details)
+        raise RequestError(
+            422, "invalid_request", f"{len(details)} invalid field(s): {names}", details
+        ) from None
+
+
+def validation_details(exc: ValidationError, model: type[BaseModel]) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        detail: dict[str, Any] = {"path": json_path(loc)}
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            accepted = _fields_at(model, loc[:-1])
+            message = "unknown field" + (
+                f"; accepted fields here: {', '.join(accepted)}" if accepted else ""
+            )
+        if err["type"] == "missing":
+            message = "required field is missing"
+        else:
+            detail["value"] = _jsonable(err.get("input"))
+        detail["message"] = message
+        details.append(detail)
+    return details
+
+
+def json_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "$"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return list(current.model_fields)
+
+
+def _decode(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestError(
+            400,
+            "malformed_json",
+            f"body is not UTF-8 text: invalid byte at position {exc.start}",
+            [{"position": exc.start}],
+        ) from None
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "..."
+    return value
