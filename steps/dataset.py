@@ -244,6 +244,7 @@ def coerce_feature(
         bad = numeric.isna() & series.notna()
         if bad.any():
             example = series[bad].iloc[0]
+            example = example.item() if hasattr(example, "item") else example
             raise StepError(
                 f"column {column!r} in {source} must be {kind} (numbers); found {example!r} "
                 f"({int(bad.sum())} non-numeric value(s))"

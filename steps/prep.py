@@ -143,7 +143,7 @@ def _check_target(series, name: str, column: str) -> np.ndarray:
     bad = numeric.isna() | ~numeric.isin([0, 1])
     if bad.any():
         example = series[bad].iloc[0]
-        shown = "empty" if pd.isna(example) else repr(example)
+        shown = "empty" if pd.isna(example) else repr(_plain_id(example))
         raise StepError(
             f"{name}: target column {column!r} must be 0 or 1; found {shown} "
             f"({int(bad.sum())} such row(s))"
