@@ -459,7 +459,7 @@ class AmlSubmitter:
         # studio link in `extra` shows them.
         raw = getattr(job.status, "value", job.status)
         status = run_status(raw)
-        tags = dict(job.tags or {})
+        tags = dict(getattr(job, "tags", None) or {})
         props = dict(getattr(job, "properties", None) or {})
         context = getattr(job, "creation_context", None)
         created = getattr(context, "created_at", None)

@@ -70,6 +70,12 @@ class _Response(HttpResponse):
     def content(self) -> bytes:
         return self._body
 
+    def iter_bytes(self, **_: Any):
+        yield self._body
+
+    def stream_download(self, *_: Any, **__: Any):
+        yield self._body
+
     def text(self, encoding: str | None = None) -> str:
         return self._body.decode(encoding or "utf-8")
 
