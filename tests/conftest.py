@@ -1,7 +1,9 @@
 """Fixtures shared by every test folder: an isolated AML_TRIGGER_HOME and Azurite.
 
 Azurite is the real storage emulator from npm (installed by `make test`); it is
-started once per session on free loopback ports, in memory, and stopped after.
+started once per session on free loopback ports, with its data in a temporary
+folder (Azurite 3.35 refuses --inMemoryPersistence together with --location), and
+stopped after.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def azurite(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen(
         [
-            str(exe), "--silent", "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
+            str(exe), "--silent", "--skipApiVersionCheck", "--loose",
             "--disableTelemetry", "--location", str(workdir),
             "--blobHost", "127.0.0.1", "--blobPort", str(blob),
             "--queueHost", "127.0.0.1", "--queuePort", str(queue),
