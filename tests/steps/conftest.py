@@ -78,7 +78,9 @@ def session_home(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, prepared, session_home) -> Path:
     """A train output folder (model + summary) logged to the session home's MLflow."""
     out = tmp_path_factory.mktemp("trained")
+    cwd = tmp_path_factory.mktemp("train-cwd")
     with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)  # test_train checks nothing lands in the working directory
         use_env(patch, mlflow_env(session_home))
         assert train.main(train_args(prepared, out)) == 0
     return out
