@@ -38,6 +38,7 @@ def write_pipeline(folder: Path, jobs: dict[str, dict]) -> Path:
             "inputs": inputs,
             "outputs": {"out": {"type": "uri_folder"}},
             "command": f"python {FAKE_STEP} --name {node} --out ${{{{outputs.out}}}} "
+            "--data ${{inputs.data}} "
             f"{after_args} {spec.get('args', '')}",
         }
         (folder / f"{node}.yaml").write_text(yaml.safe_dump(component, sort_keys=False))

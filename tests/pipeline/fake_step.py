@@ -19,6 +19,7 @@ parser.add_argument("--fail")
 parser.add_argument("--crash", action="store_true")
 parser.add_argument("--summary")
 parser.add_argument("--echo", action="append", default=[])
+parser.add_argument("--data", type=Path)
 args = parser.parse_args()
 
 for upstream in args.after:
@@ -49,6 +50,10 @@ if args.fail:
 args.out.mkdir(parents=True, exist_ok=True)
 summary = json.loads(args.summary) if args.summary else {"node": args.name}
 summary["echo"] = args.echo
+if args.data is not None:
+    summary["data_files"] = sorted(
+        p.relative_to(args.data).as_posix() for p in args.data.rglob("*") if p.is_file()
+    )
 (args.out / "summary.json").write_text(json.dumps(summary))
 if args.journal:
     with open(args.journal, "a") as journal:

@@ -105,9 +105,7 @@ def test_real_pipeline_order_and_dependencies():
 
 def _outputs(definition, root: Path):
     return {
-        (n, o): root / n / o
-        for n, node in definition.nodes.items()
-        for o in node.component.outputs
+        (n, o): root / n / o for n, node in definition.nodes.items() for o in node.component.outputs
     }
 
 

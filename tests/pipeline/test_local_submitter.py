@@ -168,3 +168,59 @@ def test_invalid_run_ids_are_refused(home):
     submitter = LocalSubmitter(_settings(home))
     with pytest.raises(SubmissionError, match="run id"):
         submitter.submit(TrainingRequest(), run_id="../../etc", trigger="http")
+
+
+def test_a_foreground_run_is_recorded_and_can_be_canceled_from_elsewhere(
+    home, tmp_path, h, data_dir
+):
+    import threading
+
+    journal = tmp_path / "journal"
+    path = h.write_pipeline(
+        tmp_path / "p",
+        {"slow": {"args": f"--journal {journal} --sleep 60"}, "b": {"after": ["slow"]}},
+    )
+    submitter = LocalSubmitter(_settings(home), pipeline_path=path)
+    events, result = [], {}
+
+    def foreground():
+        result["record"] = submitter.run_foreground(
+            TrainingRequest(), run_id="run-fg", data_dir=data_dir, progress=events.append
+        )
+
+    thread = threading.Thread(target=foreground)
+    thread.start()
+    pid = h.wait_until(lambda: h.journal_pids(journal).get("slow"))
+    running = submitter.get("run-fg")
+    assert running.status == "running" and running.trigger == "cli"
+    assert submitter.store.job("run-fg")[0]["training_data"] == str(data_dir.resolve())
+
+    submitter.cancel("run-fg", wait_s=15)
+    thread.join(timeout=15)
+    assert result["record"].status == "canceled"
+    assert not h.pid_alive(pid)
+    assert ("slow", "canceled") in [(e.node, e.status) for e in events]
+
+
+@pytest.mark.azurite
+def test_with_blob_storage_the_worker_downloads_the_prefix_first(home, tmp_path, h, azurite):
+    from pipeline.blob_storage import BlobStorage
+
+    blobs = BlobStorage.from_connection_string(azurite)
+    blobs.put_blob("incoming", "drops/b1/part-0.csv", b"id,target\n1,0\n")
+    blobs.put_blob("incoming", "drops/b1/sub/part-1.csv", b"id,target\n2,1\n")
+    blobs.put_blob("incoming", "drops/other/part-9.csv", b"id,target\n3,1\n")
+    path = h.write_pipeline(tmp_path / "p", {"a": {}})
+    settings = Settings(home=home, storage_connection=azurite)
+    submitter = LocalSubmitter(settings, pipeline_path=path)
+    submitter.submit(TrainingRequest(data="drops/b1/"), run_id="run-blob", trigger="blob")
+    record = _terminal(submitter, "run-blob", h)
+    assert record.status == "completed", record.error
+    assert record.extra["summaries"]["a"]["data_files"] == ["part-0.csv", "sub/part-1.csv"]
+    inputs, _ = submitter.store.job("run-blob")
+    assert inputs["data_location"] == "incoming/drops/b1/"
+    assert inputs["training_data"].startswith(str(submitter.store.run_dir("run-blob")))
+
+    submitter.submit(TrainingRequest(data="drops/empty/"), run_id="run-blob-empty", trigger="blob")
+    empty = _terminal(submitter, "run-blob-empty", h)
+    assert empty.status == "failed" and "no blobs under" in empty.error
