@@ -13,6 +13,7 @@ import sys
 
 COMMAND_MODULES = [
     "cli.pipeline_commands",  # run, runs, show, cancel, sample-data, demo
+    "cli.trigger_commands",  # serve, submit
 ]
 
 
