@@ -186,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     submitter = LocalSubmitter(settings)
     run_id = new_run_id()
-    display = _ProgressLine(run_id)
+    display = _ProgressLine()
     print(f"run {run_id}: {len(submitter.definition.order())} steps", file=sys.stderr)
     try:
         record = submitter.run_foreground(
@@ -206,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 class _ProgressLine:
     """One stderr line per step transition, stamped with the time since start."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self) -> None:
         self.t0 = time.monotonic()
 
     def __call__(self, event: Any) -> None:

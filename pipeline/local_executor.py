@@ -105,18 +105,18 @@ class _Run:
         inputs: dict[str, Any],
         progress: Progress | None,
     ) -> None:
-        self.x = executor
-        self.d = executor.definition
+        self.executor = executor
+        self.definition = executor.definition
         self.store = executor.store
         self.run_id = run_id
         self.inputs = inputs
         self.progress = progress
         self.outputs = {
             (n, o): self.store.output_dir(run_id, n, o)
-            for n, node in self.d.nodes.items()
+            for n, node in self.definition.nodes.items()
             for o in node.component.outputs
         }
-        self.status = {n: "pending" for n in self.d.order()}
+        self.status = {n: "pending" for n in self.definition.order()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started: dict[str, float] = {}
         self.finished: queue.Queue[tuple[str, int, float | None]] = queue.Queue()
@@ -134,7 +134,7 @@ class _Run:
         canceled = False
         last_check = time.monotonic()
         while True:
-            if self.x._canceled:
+            if self.executor._canceled:
                 canceled = True
                 break
             self._start_ready()
@@ -145,10 +145,10 @@ class _Run:
             except queue.Empty:
                 # Cancel from another process arrives as a signal (cancel()); the
                 # flag in the store covers a signal that could not be delivered.
-                if self.x._cancel_check and time.monotonic() - last_check > 1.0:
+                if self.executor._cancel_check and time.monotonic() - last_check > 1.0:
                     last_check = time.monotonic()
-                    if self.x._cancel_check():
-                        self.x.cancel()
+                    if self.executor._cancel_check():
+                        self.executor.cancel()
                 continue
             self._finish(node, code, rss)
         if canceled:
@@ -160,7 +160,7 @@ class _Run:
             status, error = "canceled", "canceled by request"
         elif self.errors:
             status = "failed"
-            first = next(n for n in self.d.order() if n in self.errors)
+            first = next(n for n in self.definition.order() if n in self.errors)
             error = f"{first}: {self.errors[first]}"
         else:
             status, error = "completed", None
@@ -168,10 +168,10 @@ class _Run:
         return self.store.get(self.run_id)
 
     def _start_ready(self) -> None:
-        for node in self.d.order():
+        for node in self.definition.order():
             if self.status[node] != "pending":
                 continue
-            deps = [self.status[d] for d in self.d.nodes[node].depends_on]
+            deps = [self.status[d] for d in self.definition.nodes[node].depends_on]
             if any(s in {"failed", "skipped", "canceled"} for s in deps):
                 self._set(node, "skipped")
             elif all(s == "completed" for s in deps):
@@ -181,7 +181,7 @@ class _Run:
         log_path = self.store.log_path(self.run_id, node)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            argv = self.d.argv(node, self.inputs, self.outputs)
+            argv = self.definition.argv(node, self.inputs, self.outputs)
         except DefinitionError as exc:
             self._fail(node, str(exc), duration=0.0)
             return
@@ -241,7 +241,7 @@ class _Run:
             )
             self._emit(StepEvent(self.run_id, node, "completed", duration, None, rss_mb))
             return
-        if self.x._canceled:
+        if self.executor._canceled:
             self.status[node] = "canceled"  # it was stopping because we asked it to
             self.store.update_step(
                 self.run_id, node, status="canceled", finished_at=utc_now(),
@@ -278,7 +278,7 @@ class _Run:
     def _kill_running(self) -> None:
         for proc in self.procs.values():
             _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.x.kill_grace_s
+        deadline = time.monotonic() + self.executor.kill_grace_s
         while self.procs:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

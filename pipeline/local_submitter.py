@@ -10,6 +10,7 @@ executes in the calling process instead, with the same records.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pipeline.request import TrainingRequest
 from pipeline.run_store import RunStore
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
 from pipeline.submitter import RunNotFound, SubmissionError
-from pipeline.worker import execute_run, process_alive, worker_alive
+from pipeline.worker import execute_run, process_alive, process_identity, worker_alive
 
 INTERRUPTED = "interrupted: the worker process died"
 
@@ -120,20 +121,18 @@ class LocalSubmitter:
         recover(self.store)
         before = self.store.request_cancel(run_id)
         if before == "running":
-            pid, heartbeat, _ = self.store.liveness(run_id)
-            if pid is not None and pid != os.getpid():
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            worker = self.store.liveness(run_id)
+            if worker.pid is not None and worker.pid != os.getpid():
+                if process_alive(worker.pid, worker.identity):
+                    os.kill(worker.pid, signal.SIGTERM)
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and not self.store.get(run_id).terminal:
-                if pid is not None and not process_alive(pid):
+                if worker.pid is not None and not process_alive(worker.pid, worker.identity):
                     break
                 time.sleep(0.05)
-                if pid is None:
-                    pid, heartbeat, _ = self.store.liveness(run_id)
-            if not self.store.get(run_id).terminal and not worker_alive(pid, heartbeat):
+                if worker.pid is None:
+                    worker = self.store.liveness(run_id)
+            if not self.store.get(run_id).terminal and not worker_alive(worker):
                 _kill_orphan_steps(self.store, run_id)
                 self.store.finish_run(
                     run_id, "canceled", error="canceled by request", only_if_running=True
@@ -181,8 +180,6 @@ class LocalSubmitter:
         data_dir: Path | str | None,
         dataset_config: Path | str | None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        import re
-
         from pipeline.version import code_version
 
         if not re.fullmatch(RUN_ID_PATTERN, run_id):
@@ -240,7 +237,7 @@ def dispatch(settings: Any, store: RunStore) -> list[str]:
         except OSError as exc:
             store.finish_run(run_id, "failed", error=f"cannot start the worker: {exc}")
             continue
-        store.mark_running(run_id, pid=proc.pid)
+        store.mark_running(run_id, pid=proc.pid, identity=process_identity(proc.pid))
         _children.append(proc)
         started.append(run_id)
     _reap_children()
@@ -251,8 +248,8 @@ def recover(store: RunStore) -> list[str]:
     """Mark `running` runs whose process is gone (or silent too long) as failed,
     stopping any step processes they left behind. Queued runs are left alone."""
     failed = []
-    for run_id, pid, heartbeat in store.running_runs():
-        if worker_alive(pid, heartbeat):
+    for run_id, worker in store.running_runs():
+        if worker_alive(worker):
             continue
         _kill_orphan_steps(store, run_id)
         if store.finish_run(run_id, "failed", error=INTERRUPTED, only_if_running=True):

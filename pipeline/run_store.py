@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
     results TEXT NOT NULL DEFAULT '{}',
     error TEXT,
     worker_pid INTEGER,
+    worker_identity TEXT,
     heartbeat REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0
 );
@@ -71,6 +73,17 @@ _STEP_FIELDS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """Who executes a running run, as the store last heard: the process (pid plus
+    its start time, so a recycled pid is not mistaken for it) and its heartbeat."""
+
+    pid: int | None
+    identity: str | None
+    heartbeat: float | None
+    cancel_requested: bool
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -84,6 +97,9 @@ class RunStore:
         self.path = self.home / "runs.db"
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+            if "worker_identity" not in columns:  # a runs.db from before this column
+                db.execute("ALTER TABLE runs ADD COLUMN worker_identity TEXT")
 
     # -- folders ---------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -215,20 +231,20 @@ class RunStore:
                 return None
             db.execute(
                 "UPDATE runs SET status = 'running', started_at = ?, heartbeat = ?, "
-                "worker_pid = NULL WHERE run_id = ?",
+                "worker_pid = NULL, worker_identity = NULL WHERE run_id = ?",
                 (utc_now(), time.time(), row["run_id"]),
             )
             return row["run_id"]
 
-    def mark_running(self, run_id: str, *, pid: int) -> bool:
+    def mark_running(self, run_id: str, *, pid: int, identity: str | None) -> bool:
         """The running run is executing in process `pid` (a worker, or the CLI in the
         foreground). False if the run is no longer running (canceled, or declared
         dead while its worker was starting)."""
         with self._write() as db:
             cur = db.execute(
-                "UPDATE runs SET worker_pid = ?, heartbeat = ?, "
+                "UPDATE runs SET worker_pid = ?, worker_identity = ?, heartbeat = ?, "
                 "started_at = coalesce(started_at, ?) WHERE run_id = ? AND status = 'running'",
-                (pid, time.time(), utc_now(), run_id),
+                (pid, identity, time.time(), utc_now(), run_id),
             )
         return cur.rowcount == 1
 
@@ -239,23 +255,24 @@ class RunStore:
                 (time.time(), run_id),
             )
 
-    def liveness(self, run_id: str) -> tuple[int | None, float | None, bool]:
-        """(worker pid, last heartbeat, cancel requested)."""
+    def liveness(self, run_id: str) -> WorkerState:
         with self._connect() as db:
             row = db.execute(
-                "SELECT worker_pid, heartbeat, cancel_requested FROM runs WHERE run_id = ?",
+                "SELECT worker_pid, worker_identity, heartbeat, cancel_requested FROM runs "
+                "WHERE run_id = ?",
                 (run_id,),
             ).fetchone()
         if row is None:
             raise RunNotFound(run_id)
-        return row["worker_pid"], row["heartbeat"], bool(row["cancel_requested"])
+        return _worker(row)
 
-    def running_runs(self) -> list[tuple[str, int | None, float | None]]:
+    def running_runs(self) -> list[tuple[str, WorkerState]]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT run_id, worker_pid, heartbeat FROM runs WHERE status = 'running'"
+                "SELECT run_id, worker_pid, worker_identity, heartbeat, cancel_requested "
+                "FROM runs WHERE status = 'running'"
             ).fetchall()
-        return [(r["run_id"], r["worker_pid"], r["heartbeat"]) for r in rows]
+        return [(r["run_id"], _worker(r)) for r in rows]
 
     def request_cancel(self, run_id: str) -> str:
         """Flag the run for cancellation; a queued run is canceled at once. Returns
@@ -332,6 +349,15 @@ class RunStore:
                 (run_id,),
             ).fetchall()
         return [r["pid"] for r in rows]
+
+
+def _worker(row: sqlite3.Row) -> WorkerState:
+    return WorkerState(
+        pid=row["worker_pid"],
+        identity=row["worker_identity"],
+        heartbeat=row["heartbeat"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
 
 
 def _record(row: sqlite3.Row, steps: Iterable[sqlite3.Row]) -> RunRecord:

@@ -21,35 +21,60 @@ from typing import Any
 
 from pipeline.definition import DefinitionError, load_pipeline
 from pipeline.local_executor import LocalExecutor, Progress
-from pipeline.run_store import RunStore
+from pipeline.run_store import RunStore, WorkerState
 from pipeline.runs import RunRecord
 
 HEARTBEAT_INTERVAL_S = 2.0
 STALE_AFTER_S = 30.0
 
 
-def process_alive(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie (an exited child nobody reaped yet)."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()
+
+
+def process_identity(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): with the pid, it names one
+    process, so a pid recycled after a crash or a reboot is not taken for it."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def process_alive(pid: int, identity: str | None = None) -> bool:
+    """True if `pid` exists, is not a zombie (exited, not yet reaped) and, when
+    `identity` is given and /proc can tell, is still the same process."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        pass
+    fields = _proc_stat(pid)
+    if fields is None:
         return True  # no /proc (macOS): existence is all we can know
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def worker_alive(pid: int | None, heartbeat: float | None, *, now: float | None = None) -> bool:
-    """Whether a `running` run still has a live process behind it."""
-    now = time.time() if now is None else now
-    if heartbeat is None or now - heartbeat > STALE_AFTER_S:
+    if fields[0] == "Z":
         return False
-    # No pid yet: claimed, worker still starting; the fresh heartbeat vouches for it.
-    return pid is None or process_alive(pid)
+    return identity is None or process_identity(pid) == identity
+
+
+def worker_alive(state: WorkerState, *, now: float | None = None) -> bool:
+    """Whether a `running` run still has a live process behind it.
+
+    A process we can identify (pid + start time) is trusted while it exists, so a
+    laptop waking from sleep does not fail its runs; otherwise (no /proc, or the
+    worker still starting) a heartbeat older than STALE_AFTER_S means it is gone.
+    """
+    now = time.time() if now is None else now
+    fresh = state.heartbeat is not None and now - state.heartbeat <= STALE_AFTER_S
+    if state.pid is None:
+        return fresh  # claimed, worker still starting
+    if not process_alive(state.pid, state.identity):
+        return False
+    return fresh or (state.identity is not None and _proc_stat(state.pid) is not None)
 
 
 class Heartbeat:
@@ -88,7 +113,7 @@ def execute_run(
 ) -> RunRecord:
     """Execute a run already recorded as `running`, in this process."""
     inputs, job = store.job(run_id)
-    if not store.mark_running(run_id, pid=os.getpid()):
+    if not store.mark_running(run_id, pid=os.getpid(), identity=process_identity(os.getpid())):
         return store.get(run_id)
     try:
         definition = load_pipeline(job["pipeline"])
@@ -99,7 +124,7 @@ def execute_run(
         definition,
         store,
         experiment=job.get("experiment", "aml-trigger"),
-        cancel_check=lambda: store.liveness(run_id)[2],
+        cancel_check=lambda: store.liveness(run_id).cancel_requested,
     )
     previous = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
@@ -107,7 +132,7 @@ def execute_run(
             previous[sig] = signal.signal(sig, lambda *_: executor.cancel())
     try:
         with Heartbeat(store, run_id):
-            if store.liveness(run_id)[2]:
+            if store.liveness(run_id).cancel_requested:
                 store.finish_run(run_id, "canceled", error="canceled before it started")
                 return store.get(run_id)
             problem = _stage_data(settings, store, run_id, job)

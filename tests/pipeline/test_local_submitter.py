@@ -120,7 +120,7 @@ def test_a_killed_worker_leaves_a_failed_run_not_a_running_one(home, tmp_path, h
     submitter.submit(request, run_id="run-next", trigger="http")  # queued behind it
     step_pid = h.wait_until(lambda: h.journal_pids(journal).get("slow"))
     reaper.append(step_pid)
-    worker_pid, _, _ = submitter.store.liveness("run-crash")
+    worker_pid = submitter.store.liveness("run-crash").pid
     reaper.append(worker_pid)
 
     os.kill(worker_pid, signal.SIGKILL)
