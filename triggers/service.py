@@ -195,7 +195,11 @@ class TriggerService:
             fingerprint=policies.request_fingerprint(canonical),
         )
         if not created:
-            if entry.fingerprint != policies.request_fingerprint(canonical):
+            # A client-chosen key reused for another body is the client's mistake; for
+            # keys we derive (blob, timer) the key IS the event, and only details such
+            # as the reason text ("past due", "marker") may differ between deliveries.
+            reused = entry.fingerprint != policies.request_fingerprint(canonical)
+            if reused and idempotency_key.startswith(("http:", "cli:")):
                 raise IdempotencyConflict(idempotency_key.partition(":")[2])
             if entry.status == "failed":
                 retried = self.ledger.update(entry, status="claimed", attempts=entry.attempts + 1)

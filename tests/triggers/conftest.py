@@ -1,0 +1,146 @@
+"""Fixtures for the trigger service: a fake Submitter at the seam, a settable clock,
+and a TriggerService on a temporary AML_TRIGGER_HOME."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.request import TrainingRequest
+from pipeline.runs import RunRecord
+from pipeline.settings import Settings
+from pipeline.storage import FolderStorage
+from pipeline.submitter import RunNotFound
+from triggers import runtime
+from triggers.drops import DropBook
+from triggers.ledger import RunLedger
+from triggers.notify import CallbackNotifier
+from triggers.service import TriggerService
+from triggers.state import SqliteState
+
+
+class FakeSubmitter:
+    """Keeps runs in memory; submitting an existing run id returns that run, as the
+    Submitter protocol requires. `fail_with` makes the next submissions raise."""
+
+    backend = "local"
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+        self.submissions: list[str] = []  # every call that created a run
+        self.calls = 0
+        self.fail_with: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, request: TrainingRequest, *, run_id, trigger, idempotency_key=None):
+        with self._lock:
+            self.calls += 1
+            if self.fail_with is not None:
+                raise self.fail_with
+            if run_id in self.runs:
+                return self.runs[run_id]
+            record = RunRecord(
+                run_id=run_id,
+                status="queued",
+                created_at=datetime.now(UTC).isoformat(),
+                trigger=trigger,
+                idempotency_key=idempotency_key,
+                request=request.model_dump(mode="json"),
+            )
+            self.runs[run_id] = record
+            self.submissions.append(run_id)
+            return record
+
+    def get(self, run_id: str) -> RunRecord:
+        try:
+            return self.runs[run_id]
+        except KeyError:
+            raise RunNotFound(run_id) from None
+
+    def list_runs(self, limit: int = 20) -> list[RunRecord]:
+        return sorted(self.runs.values(), key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def cancel(self, run_id: str) -> RunRecord:
+        self.finish(run_id, "canceled")
+        return self.get(run_id)
+
+    def describe(self, request, *, run_id, trigger) -> dict:
+        return {"run_id": run_id, "trigger": trigger, "steps": ["prep", "train"]}
+
+    def finish(self, run_id: str, status: str = "completed", **fields) -> None:
+        record = self.get(run_id)
+        self.runs[run_id] = record.model_copy(update={"status": status, **fields})
+
+
+class Clock:
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_submitter() -> FakeSubmitter:
+    return FakeSubmitter()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def make_service(home: Path, fake_submitter: FakeSubmitter, clock: Clock):
+    """make_service(**env) -> TriggerService on `home`, the fake submitter and clock."""
+
+    def make(submitter=None, notifier=None, **env: str) -> TriggerService:
+        env = {"AML_TRIGGER_HOME": str(home), "MAX_CONCURRENT_RUNS": "8", **env}
+        settings = Settings.from_env(env)
+        state = SqliteState(home / "ledger.db")
+        return TriggerService(
+            settings,
+            submitter or fake_submitter,
+            RunLedger(state, clock=clock),
+            DropBook(state),
+            FolderStorage(home / "storage"),
+            notifier or CallbackNotifier(local=True, sleep=lambda s: None),
+            clock=clock,
+        )
+
+    return make
+
+
+@pytest.fixture
+def service(make_service) -> TriggerService:
+    return make_service()
+
+
+@pytest.fixture
+def installed(service):
+    """The service installed as the one function_app's handlers use."""
+    runtime.install(service)
+    yield service
+    runtime.reset()
+
+
+@pytest.fixture
+def put(home: Path):
+    """put(name, data=...) writes a blob into the folder storage's incoming container."""
+
+    def write(name: str, data: bytes = b"a,b\n1,2\n", container: str = "incoming"):
+        return FolderStorage(home / "storage").put_blob(container, name, data)
+
+    return write
+
+
+@pytest.fixture
+def new_submitter():
+    """A factory of fresh FakeSubmitters (e.g. for the process after a restart)."""
+    return FakeSubmitter
