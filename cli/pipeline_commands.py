@@ -148,7 +148,8 @@ def _describe(exc: Any, groups: dict[str, dict[str, Any]]) -> str:
     for err in exc.errors():
         key = str(err["loc"][-1]) if err["loc"] else "?"
         value = next((g[key] for g in groups.values() if key in g), err.get("input"))
-        parts.append(f"--param {key}={value}: {err['msg']}")
+        flag = f"--{key}" if key in {"experiment", "deploy_target"} else f"--param {key}"
+        parts.append(f"{flag}={value}: {err['msg']}")
     return "; ".join(parts)
 
 

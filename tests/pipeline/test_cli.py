@@ -89,3 +89,23 @@ def test_runs_show_and_cancel_read_the_local_records(home, tmp_path, h, capsys):
     assert "already failed" in capsys.readouterr().out
     assert main(["show", "run-missing"]) == 2
     assert "no run named 'run-missing'" in capsys.readouterr().err
+
+
+def test_run_names_a_bad_experiment_option(home, data_dir, capsys):
+    assert main(["run", "--data", str(data_dir), "--experiment", "no spaces"]) == 2
+    assert "--experiment=no spaces: String should match" in capsys.readouterr().err
+
+
+def test_sample_data_writes_the_requested_parts(home, tmp_path, capsys):
+    out = tmp_path / "sample"
+    assert (
+        main(["sample-data", "--rows", "300", "--seed", "5", "--out", str(out), "--parts", "2"])
+        == 0
+    )
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["part-00000.csv", "part-00001.csv"]
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in out.iterdir())
+    assert rows == 300
+    assert "wrote 2 file(s)" in capsys.readouterr().err
+    assert main(["sample-data", "--rows", "10", "--out", str(out), "--parts", "0"]) == 2
+    assert "--parts" in capsys.readouterr().err
