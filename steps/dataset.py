@@ -249,7 +249,7 @@ def coerce_feature(
                 f"column {column!r} in {source} must be {kind} (numbers); found {example!r} "
                 f"({int(bad.sum())} non-numeric value(s))"
             )
-        values = numeric.to_numpy(dtype="float64", na_value=np.nan)
+        values = numeric.to_numpy(dtype="float64", na_value=np.nan, copy=True)
     if marker is not None:
         values[values == marker] = np.nan
     present = ~np.isnan(values)

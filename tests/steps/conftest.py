@@ -15,7 +15,7 @@ import pytest
 from steps import prep, train
 from steps.sample_data import write_sample_data
 
-SMALL_ROWS = 6000
+SMALL_ROWS = 20000
 
 
 def mlflow_env(home: Path, experiment: str = "steps-tests") -> dict[str, str]:

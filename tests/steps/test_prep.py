@@ -41,10 +41,10 @@ def assert_fails(data, out, capsys, *fragments, extra=(), min_rows=100):
 
 def test_good_data_becomes_stratified_splits_profile_and_config(prepared, small_data):
     summary = json.loads((prepared / "summary.json").read_text())
-    assert summary["rows"] == 6000
-    assert summary["train_rows"] + summary["valid_rows"] + summary["test_rows"] == 6000
+    assert summary["rows"] == 20000
+    assert summary["train_rows"] + summary["valid_rows"] + summary["test_rows"] == 20000
     assert summary["features"] == 57 and summary["files"] == 3
-    assert abs(summary["valid_rows"] - 900) <= 2 and abs(summary["test_rows"] - 900) <= 2
+    assert abs(summary["valid_rows"] - 3000) <= 2 and abs(summary["test_rows"] - 3000) <= 2
     rates = {
         split: pq.read_table(prepared / f"{split}.parquet", columns=["target"])
         .column("target").to_numpy().mean()
