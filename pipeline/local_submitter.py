@@ -124,7 +124,10 @@ class LocalSubmitter:
             worker = self.store.liveness(run_id)
             if worker.pid is not None and worker.pid != os.getpid():
                 if process_alive(worker.pid, worker.identity):
-                    os.kill(worker.pid, signal.SIGTERM)
+                    try:
+                        os.kill(worker.pid, signal.SIGTERM)  # the executor's cue to stop
+                    except ProcessLookupError:
+                        pass
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline and not self.store.get(run_id).terminal:
                 if worker.pid is not None and not process_alive(worker.pid, worker.identity):
