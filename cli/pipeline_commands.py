@@ -273,7 +273,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(record.model_dump(mode="json"), indent=2))
         else:
-            print(format_run(record))
+            print(format_run(record, logs=True))
         return 0
 
     return _with_submitter(action)
@@ -343,8 +343,9 @@ def _result(record: Any) -> str:
     return " ".join(parts)
 
 
-def format_run(record: Any) -> str:
-    """A run as a human reads it: steps with durations, then what came out."""
+def format_run(record: Any, *, logs: bool = False) -> str:
+    """A run as a human reads it: steps with durations, then what came out.
+    `logs` lists every step's log file (show); otherwise only failed steps' logs."""
     lines = [f"run {record.run_id}: {record.status} ({_elapsed(record)}, {record.backend})"]
     if record.error:
         lines.append(f"  error: {record.error}")
@@ -356,7 +357,7 @@ def format_run(record: Any) -> str:
             lines.append(f"  {step.name:<15} {step.status:<10} {duration:>8} {rss:>8}")
             if step.error:
                 lines.append(f"      error: {step.error}")
-            if step.status == "failed" and step.log_path:
+            if step.log_path and (logs or step.status == "failed"):
                 lines.append(f"      log: {step.log_path}")
     if record.metrics:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items())
