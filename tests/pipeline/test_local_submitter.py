@@ -224,3 +224,19 @@ def test_with_blob_storage_the_worker_downloads_the_prefix_first(home, tmp_path,
     submitter.submit(TrainingRequest(data="drops/empty/"), run_id="run-blob-empty", trigger="blob")
     empty = _terminal(submitter, "run-blob-empty", h)
     assert empty.status == "failed" and "no blobs under" in empty.error
+
+
+def test_two_slots_run_two_runs_at_once(home, tmp_path, h):
+    # Each run's step waits for the other run's marker: only two concurrent workers pass.
+    one, two = tmp_path / "one.marker", tmp_path / "two.marker"
+    path_one = h.write_pipeline(tmp_path / "p1", {"a": {"args": f"--touch {one} --wait-for {two}"}})
+    path_two = h.write_pipeline(tmp_path / "p2", {"a": {"args": f"--touch {two} --wait-for {one}"}})
+    settings = _settings(home, max_concurrent_runs=2)
+    request = TrainingRequest(data=_incoming(home))
+    first = LocalSubmitter(settings, pipeline_path=path_one)
+    first.submit(request, run_id="run-slot-1", trigger="http")
+    LocalSubmitter(settings, pipeline_path=path_two).submit(
+        request, run_id="run-slot-2", trigger="http"
+    )
+    assert _terminal(first, "run-slot-1", h).status == "completed"
+    assert _terminal(first, "run-slot-2", h).status == "completed"
