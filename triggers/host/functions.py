@@ -63,7 +63,7 @@ def index_app(app, app_settings: Mapping[str, str]) -> FunctionIndex:
     """Read the app's functions; `%SETTING%` in schedules and paths is resolved from
     `app_settings`, and `AzureWebJobs.<name>.Disabled=true` leaves a function out."""
     http, timers, blobs, disabled = [], [], [], []
-    for function in app.get_functions():
+    for function in registered_functions(app):
         name = function.get_function_name()
         if str(app_settings.get(f"AzureWebJobs.{name}.Disabled", "")).lower() in ("true", "1"):
             disabled.append(name)
@@ -112,6 +112,15 @@ def index_app(app, app_settings: Mapping[str, str]) -> FunctionIndex:
         except ValueError as exc:
             raise IndexingError(f"function {name!r}: {exc}") from None
     return FunctionIndex(tuple(http), tuple(timers), tuple(blobs), tuple(disabled))
+
+
+def registered_functions(app) -> list:
+    """`app.get_functions()`, called once per app object and remembered on it."""
+    cached = getattr(app, "_aml_trigger_functions", None)
+    if cached is None:
+        cached = list(app.get_functions())
+        app._aml_trigger_functions = cached
+    return cached
 
 
 def route_pattern(template: str, *, catch_all: bool = False) -> re.Pattern[str]:
