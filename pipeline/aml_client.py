@@ -207,10 +207,13 @@ def _service_message(exc: BaseException) -> str | None:
 
 
 def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
+    """The message in one line: the SDK's validation errors are multi-line and
+    coloured for a terminal."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    line = " ".join(part.strip() for part in plain.splitlines() if part.strip())
     # Bearer tokens never belong in a message, whatever the service echoed back.
     line = re.sub(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+", "Bearer <redacted>", line)
-    return line[:300]
+    return line[:400]
 
 
 def _on(resource: str | None) -> str:

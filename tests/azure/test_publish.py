@@ -1,0 +1,140 @@
+"""Publishing the YAML in pipeline/: first time creates, unchanged is a no-op."""
+
+from __future__ import annotations
+
+import pytest
+from azure.ai.ml import load_component
+
+from pipeline.publish import PIPELINE_YAML, publish, publish_version
+from pipeline.settings import Settings
+
+NODES = ["prep", "train", "score_champion", "evaluate", "register", "deploy", "smoke_test"]
+
+
+def test_every_component_and_the_pipeline_load_with_the_sdk():
+    pipeline = load_component(PIPELINE_YAML)
+    assert pipeline.name == "aml_trigger_training"
+    assert list(pipeline.jobs) == NODES
+    for node in pipeline.jobs.values():
+        assert node.component.type == "command"
+        assert node.component.code == "../.."
+
+
+class Registry:
+    """Assets as the workspace stores them: PUT stores the body, GET returns it or 404."""
+
+    def __init__(self) -> None:
+        self.assets: dict[str, dict] = {}
+
+    def put(self, sent):
+        body = {"id": sent.path, "name": sent.path.rsplit("/", 1)[-1], **sent.json()}
+        self.assets[sent.path] = body
+        return (201, body)
+
+    def get(self, sent):
+        if sent.path in self.assets:
+            return (200, self.assets[sent.path])
+        return (404, {"error": {"code": "NotFound", "message": f"{sent.path} not found"}})
+
+
+@pytest.fixture
+def workspace(fake_azure, wire):
+    """A workspace where nothing of ours is published yet, but whose blob store
+    already holds this code snapshot (so no upload leaves the machine)."""
+    registry = Registry()
+    code_id = f"{wire.WS_PATH}/codes/4f1e-snapshot/versions/1"
+    fake_azure.on("GET", r"/(environments|components)/[^/]+/versions/[^/?]+\?", registry.get)
+    fake_azure.on("PUT", r"/(environments|components)/[^/]+/versions/", registry.put)
+    fake_azure.on(
+        "GET",
+        r"/codes/[^/]+/versions\?",
+        (200, {"value": [{"id": code_id, "name": "1", "properties": {"codeUri": "x"}}]}),
+    )
+    fake_azure.on(
+        "GET",
+        r"/codes/4f1e-snapshot/versions/1\?",
+        (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
+    )
+    fake_azure.on(
+        "GET",
+        rf"/workspaces/{wire.WS}\?",
+        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
+    )
+    return code_id
+
+
+def _publish(fake_azure, fake_credential):
+    return publish(
+        Settings.from_env(),
+        credential=fake_credential,
+        transport=fake_azure,
+        retry_total=0,
+        progress=lambda _: None,
+    )
+
+
+def test_first_publish_creates_environment_components_and_pipeline(
+    aml_env, fake_azure, fake_credential, workspace, wire
+):
+    result = _publish(fake_azure, fake_credential)
+
+    version = publish_version()
+    puts = fake_azure.requests("PUT")
+    assert [p.path.split("/workspaces/ws-ml/")[1] for p in puts] == [
+        f"environments/aml-trigger-steps/versions/{version}",
+        *[f"components/aml_trigger_{n}/versions/{version}" for n in NODES],
+        f"components/aml_trigger_training/versions/{version}",
+    ]
+    env = puts[0].json()["properties"]
+    assert env["image"].startswith("mcr.microsoft.com/azureml/")
+    assert "lightgbm==4.7.0" in env["condaFile"]
+    for put in puts[1:-1]:
+        spec = put.json()["properties"]["componentSpec"]
+        assert spec["environment"].endswith(f"/environments/aml-trigger-steps/versions/{version}")
+        assert spec["code"] == f"azureml:{workspace}"  # one snapshot, found by its hash
+    pipeline_spec = puts[-1].json()["properties"]["componentSpec"]
+    for node, job in pipeline_spec["jobs"].items():
+        assert job["componentId"].endswith(f"/components/aml_trigger_{node}/versions/{version}")
+    assert result.pipeline_component == f"aml_trigger_training:{version}"
+    assert len(result.created) == 9
+    assert not fake_azure.unrouted, [u.url for u in fake_azure.unrouted]
+
+
+def test_publishing_unchanged_code_again_creates_nothing(
+    aml_env, fake_azure, fake_credential, workspace
+):
+    first = _publish(fake_azure, fake_credential)
+    before = len(fake_azure.requests("PUT"))
+
+    again = _publish(fake_azure, fake_credential)
+
+    assert len(fake_azure.requests("PUT")) == before
+    assert again.created == []
+    assert again.version == first.version
+    assert again.pipeline_component == first.pipeline_component
+
+
+def test_the_version_follows_the_step_code_and_yaml(tmp_path):
+    from pipeline.publish import content_hash
+
+    for rel in ("steps", "pipeline/components", "pipeline/environment"):
+        (tmp_path / rel).mkdir(parents=True)
+    (tmp_path / "pipeline/training_pipeline.yaml").write_text("type: pipeline\n")
+    (tmp_path / "steps/prep.py").write_text("A = 1\n")
+    first = content_hash(tmp_path)
+    (tmp_path / "steps/__pycache__").mkdir()
+    (tmp_path / "steps/__pycache__/prep.cpython-311.pyc").write_bytes(b"x")
+    (tmp_path / "README.md").write_text("docs change nothing\n")
+    assert content_hash(tmp_path) == first
+    (tmp_path / "steps/prep.py").write_text("A = 2\n")
+    assert content_hash(tmp_path) != first
+
+
+def test_publish_needs_only_the_workspace_settings(home, fake_azure):
+    from pipeline.submitter import SubmissionError
+
+    with pytest.raises(SubmissionError) as caught:
+        publish(Settings.from_env({"AML_WORKSPACE": "w"}), transport=fake_azure)
+    assert "AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP" in caught.value.message
+    assert "AML_PIPELINE_COMPONENT" not in caught.value.message
+    assert fake_azure.sent == []
