@@ -66,8 +66,8 @@ def check_callback_url(url: str, *, local: bool, resolve: Resolver = resolve_hos
     if parts.scheme not in {"https", "http"} or not host:
         raise UnsafeCallback(f"callback_url {url!r} must be an absolute https:// URL")
     if parts.scheme == "http" and not (local and _is_loopback_name(host)):
-        where = "to loopback when running locally" if local else "never in Azure"
-        raise UnsafeCallback(f"callback_url {url!r}: http is accepted only {where}; use https")
+        where = "only to loopback when running locally" if local else "not accepted in Azure"
+        raise UnsafeCallback(f"callback_url {url!r}: http is {where}; use https")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
