@@ -146,8 +146,7 @@ class BlobState:
             result = blob.upload_blob(
                 _body(key, doc),
                 overwrite=True,
-                etag="*",
-                match_condition=MatchConditions.IfMissing,
+                match_condition=MatchConditions.IfMissing,  # If-None-Match: *
             )
         except (ResourceExistsError, ResourceModifiedError):
             return None
