@@ -123,8 +123,8 @@ class AmlSubmitter:
         client = self.client()
         if self.batch_mode:
             return self._invoke_batch(client, request, run_id, trigger, idempotency_key)
-        component_id, version = self._resolve_component(client)
-        plans = self._plans(request, run_id)
+        component_id, version = self.resolve_component(client)
+        plans = self.plans(request, run_id)
         records = []
         for name, compute in plans:
             job = self.build_job(
@@ -218,7 +218,7 @@ class AmlSubmitter:
             self._component_arm_id(name, version) if version else f"azureml:{name}@latest"
         )
         jobs = []
-        for job_name, compute in self._plans(request, run_id):
+        for job_name, compute in self.plans(request, run_id):
             job = self.build_job(
                 request,
                 name=job_name,
@@ -329,7 +329,7 @@ class AmlSubmitter:
             tags[TAG_CODE_VERSION] = code_version
         return tags
 
-    def _plans(self, request: TrainingRequest, run_id: str) -> list[tuple[str, str]]:
+    def plans(self, request: TrainingRequest, run_id: str) -> list[tuple[str, str]]:
         computes = list(request.compute) or (
             [self.settings.aml_compute] if self.settings.aml_compute else []
         )
@@ -350,7 +350,7 @@ class AmlSubmitter:
             f"/components/{name}/versions/{version}"
         )
 
-    def _resolve_component(self, client: Any) -> tuple[str, str]:
+    def resolve_component(self, client: Any) -> tuple[str, str]:
         """The ARM id and version of the pipeline component; a bare name means its
         latest version, looked up (one GET) on every submission so a new publish is
         picked up without restarting the app."""

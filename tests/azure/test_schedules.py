@@ -1,0 +1,140 @@
+"""Schedules at the wire: create (cron and recurrence), disable, trigger, delete."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.request import TrainingRequest
+from pipeline.schedules import Cron, Recurrence, Schedules, check_cron
+
+
+class ScheduleStore:
+    def __init__(self) -> None:
+        self.stored: dict[str, dict] = {}
+
+    def put(self, sent):
+        body = sent.json()
+        body["properties"]["provisioningState"] = "Succeeded"
+        body["properties"].setdefault("isEnabled", True)  # the service default
+        name = sent.path.rsplit("/", 1)[-1]
+        resource = {"id": sent.path, "name": name, **body}
+        self.stored[name] = resource
+        return (200, resource)
+
+    def get(self, sent):
+        name = sent.path.rsplit("/", 1)[-1]
+        if name in self.stored:
+            return (200, self.stored[name])
+        return (404, {"error": {"code": "NotFound", "message": "no schedule"}})
+
+
+@pytest.fixture
+def schedules(submitter, fake_azure):
+    store = ScheduleStore()
+    fake_azure.on("PUT", r"/schedules/[^/?]+\?", store.put)
+    fake_azure.on("GET", r"/schedules/[^/?]+\?", store.get)
+    return Schedules(submitter)
+
+
+def test_create_with_cron_puts_a_job_schedule_of_the_pipeline_job(schedules, fake_azure, wire):
+    created = schedules.create(
+        "nightly",
+        TrainingRequest(data="daily/", params={"num_leaves": 40}),
+        Cron("30 2 * * *", time_zone="W. Europe Standard Time"),
+    )
+
+    put = fake_azure.requests("PUT")[0]
+    assert put.path == f"{wire.WS_PATH}/schedules/nightly"
+    props = put.json()["properties"]
+    assert props.get("isEnabled", True) is True  # the service default
+    assert props["trigger"] == {
+        "triggerType": "Cron",
+        "expression": "30 2 * * *",
+        "timeZone": "W. Europe Standard Time",
+    } | {k: v for k, v in props["trigger"].items() if k in {"startTime", "endTime"}}
+    action = props["action"]
+    assert action["actionType"] == "CreateJob"
+    job = action["jobDefinition"]
+    assert job["jobType"] == "Pipeline"
+    assert job["componentId"].endswith("/components/aml_trigger_training/versions/3")
+    assert job["inputs"]["num_leaves"] == {"jobInputType": "literal", "value": "40"}
+    assert job["inputs"]["trigger"]["value"] == "schedule"
+    assert job["inputs"]["training_data"]["uri"] == "azureml://datastores/incoming/paths/daily/"
+    assert job["tags"]["aml_trigger.trigger"] == "schedule"
+    assert created == {
+        "name": "nightly",
+        "enabled": True,
+        "trigger": {
+            "type": "cron",
+            "expression": "30 2 * * *",
+            "time_zone": "W. Europe Standard Time",
+        },
+        "provisioning_state": "Succeeded",
+    }
+
+
+def test_create_with_recurrence_sends_frequency_interval_and_time(schedules, fake_azure):
+    schedules.create("weekly", TrainingRequest(), Recurrence("week", 1, hours=(3,), minutes=(15,)))
+    trigger = fake_azure.requests("PUT")[0].json()["properties"]["trigger"]
+    assert trigger["triggerType"] == "Recurrence"
+    assert trigger["frequency"].lower() == "week"
+    assert trigger["interval"] == 1
+    assert trigger["schedule"]["hours"] == [3] and trigger["schedule"]["minutes"] == [15]
+
+
+def test_disable_reads_the_schedule_and_puts_it_back_disabled(schedules, fake_azure):
+    schedules.create("nightly", TrainingRequest(), Cron("0 2 * * *"))
+
+    result = schedules.disable("nightly")
+
+    methods = [(s.method, s.path.rsplit("/", 1)[-1]) for s in fake_azure.sent]
+    assert methods[-2:] == [("GET", "nightly"), ("PUT", "nightly")]
+    body = fake_azure.requests("PUT")[-1].json()["properties"]
+    assert body["isEnabled"] is False
+    assert body["trigger"]["expression"] == "0 2 * * *"
+    assert result["enabled"] is False
+
+
+def test_trigger_starts_one_job_now(schedules, fake_azure):
+    fake_azure.on(
+        "POST",
+        r"/schedules/nightly/trigger\?",
+        (200, {"submissionId": "sharp_job_42", "scheduleActionType": "CreateJob"}),
+    )
+    assert schedules.trigger("nightly") == "sharp_job_42"
+    assert "scheduleTime" in fake_azure.requests("POST")[0].json()
+
+
+def test_a_missing_schedule_is_named(schedules):
+    from pipeline.submitter import SubmissionError
+
+    with pytest.raises(SubmissionError) as caught:
+        schedules.disable("nope")
+    assert caught.value.code == "not_found"
+    assert "schedule nope does not exist" in caught.value.message
+
+
+def test_fan_out_cannot_be_scheduled(schedules, fake_azure):
+    from pipeline.submitter import SubmissionError
+
+    with pytest.raises(SubmissionError, match="one schedule per compute"):
+        schedules.create("two", TrainingRequest(compute=["a1", "b1"]), Cron("0 2 * * *"))
+    assert fake_azure.requests("PUT") == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 0 2 * * *", "drop the seconds field"),
+        ("0 25 * * *", "hour 25 is outside 0-23"),
+        ("0 2 * * ;", "day of week field ';' has invalid characters"),
+        ("0 2 *", "expected 5 fields"),
+    ],
+)
+def test_bad_cron_is_refused_naming_the_field(expression, message):
+    with pytest.raises(ValueError, match=message):
+        check_cron(expression)
+
+
+def test_good_cron_passes():
+    assert check_cron("*/15 2-4 1,15 * MON-FRI") == "*/15 2-4 1,15 * MON-FRI"
