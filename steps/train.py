@@ -20,6 +20,16 @@ from steps.prepared import load_dataset, load_split
 
 MODEL_DIR = "model"
 DATASET_METADATA_KEY = "aml_trigger_dataset"
+# What loading and scoring the model needs (score.py cleans with pydantic models).
+_MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "numpy", "scipy", "pandas", "pyarrow", "pydantic")
+
+
+def model_requirements() -> list[str]:
+    """Pinned to what trained it. MLflow would otherwise infer them by loading the model
+    in a subprocess, which costs ~5 s per save."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in _MODEL_REQUIREMENTS]
 
 
 def lightgbm_params(params: TrainParams, positives: int, negatives: int) -> dict[str, Any]:
@@ -125,6 +135,12 @@ def train(prepared: Path, params: TrainParams, out: Path) -> dict[str, Any]:
     example = input_example(prepared, dataset)
     signature = infer_signature(example, booster.predict(example, num_iteration=best_iteration))
     metadata = {DATASET_METADATA_KEY: dataset.model_dump(mode="json")}
+    saved = {
+        "signature": signature,
+        "input_example": example,
+        "metadata": metadata,
+        "pip_requirements": model_requirements(),
+    }
     with mlflow.start_run() as run:
         mlflow.log_params({**params.model_dump(), **{f"lgb_{k}": v for k, v in config.items()}})
         mlflow.log_params(
@@ -139,17 +155,13 @@ def train(prepared: Path, params: TrainParams, out: Path) -> dict[str, Any]:
         mlflow.log_metrics(
             {"valid_auc": valid_auc, "best_iteration": best_iteration, "train_seconds": seconds}
         )
-        info = mlflow.lightgbm.log_model(
-            booster, name=MODEL_DIR, signature=signature, input_example=example, metadata=metadata
-        )
+        info = mlflow.lightgbm.log_model(booster, name=MODEL_DIR, **saved)
         model_dir = out / MODEL_DIR
         if model_dir.exists():
             import shutil
 
             shutil.rmtree(model_dir)
-        mlflow.lightgbm.save_model(
-            booster, path=model_dir, signature=signature, input_example=example, metadata=metadata
-        )
+        mlflow.lightgbm.save_model(booster, path=model_dir, **saved)
         summary = {
             "mlflow_run_id": run.info.run_id,
             "best_iteration": best_iteration,

@@ -44,6 +44,7 @@ def test_a_bad_parameter_names_the_flag_and_the_accepted_range(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_trains_logs_to_mlflow_and_saves_a_loadable_model(trained, prepared, session_home):
     summary = json.loads((trained / "summary.json").read_text())
     assert {"mlflow_run_id", "best_iteration", "valid_auc", "train_seconds"} <= set(summary)
@@ -68,6 +69,7 @@ def test_trains_logs_to_mlflow_and_saves_a_loadable_model(trained, prepared, ses
     assert model.metadata.get_input_schema().input_names()[:2] == ["ps_ind_01", "ps_ind_02_cat"]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_for_a_seed(prepared, trained, tmp_path, monkeypatch):
     use_env(monkeypatch, mlflow_env(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
