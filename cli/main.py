@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "cli.pipeline_commands",  # run, runs, show, cancel, sample-data, demo
     "cli.trigger_commands",  # serve, submit
+    "cli.azure_commands",  # publish, schedule ..., compare (Azure ML)
 ]
 
 
