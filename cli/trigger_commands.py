@@ -99,21 +99,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a function that cannot be indexed (bad schedule, setting)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if host.key_generated:
-        print(
-            f"function key (generated for this session; set AML_TRIGGER_FUNCTION_KEY to fix "
-            f"one): {host.key}",
-            file=sys.stderr,
-        )
-    routes = ", ".join(f"{'/'.join(sorted(f.methods))} /api/{f.route}" for f in host.index.http)
-    print(f"serving {host.url}/api ({routes})", file=sys.stderr)
-    for timer in host.index.timers:
-        print(f"timer {timer.name}: {timer.schedule.text} (UTC)", file=sys.stderr)
-    for blob in host.index.blobs:
-        print(f"blob {blob.name}: watching container {blob.container!r}", file=sys.stderr)
-    for name in host.index.disabled:
-        print(f"disabled: {name}", file=sys.stderr)
-    host.serve_forever()
+
+    def announce() -> None:
+        if host.key_generated:
+            print(
+                f"function key (generated for this session; set AML_TRIGGER_FUNCTION_KEY to fix "
+                f"one): {host.key}",
+                file=sys.stderr,
+            )
+        routes = ", ".join(f"{'/'.join(sorted(f.methods))} /api/{f.route}" for f in host.index.http)
+        print(f"serving {host.url}/api ({routes})", file=sys.stderr)
+        for timer in host.index.timers:
+            print(f"timer {timer.name}: {timer.schedule.text} (UTC)", file=sys.stderr)
+        for blob in host.index.blobs:
+            print(f"blob {blob.name}: watching container {blob.container!r}", file=sys.stderr)
+        for name in host.index.disabled:
+            print(f"disabled: {name}", file=sys.stderr)
+
+    host.serve_forever(ready=announce)
     print("stopped", file=sys.stderr)
     return 0
 

@@ -114,8 +114,9 @@ class LocalHost:
         if self.watcher is not None:
             self.watcher.close()
 
-    def serve_forever(self) -> None:
-        """Run until SIGINT or SIGTERM, then stop cleanly."""
+    def serve_forever(self, ready=None) -> None:
+        """Run until SIGINT or SIGTERM, then stop cleanly. `ready()` is called once
+        everything is started and the signal handlers are in place."""
         stop = threading.Event()
 
         def on_signal(signum, _frame) -> None:
@@ -125,6 +126,8 @@ class LocalHost:
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.start()
+            if ready is not None:
+                ready()
             while not stop.wait(0.5):
                 pass
         finally:
