@@ -8,6 +8,7 @@ a 422 listing each field by JSON path with the value given and what is accepted
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,7 +32,9 @@ class RequestError(Exception):
 def parse_training_request(body: bytes) -> TrainingRequest:
     text = _decode(body)
     try:
-        value = json.loads(text) if text.strip() else {}
+        value = json.loads(text, parse_constant=_no_constants) if text.strip() else {}
+    except _NotJson as exc:
+        raise RequestError(400, "malformed_json", str(exc)) from None
     except json.JSONDecodeError as exc:
         raise RequestError(
             400,
@@ -100,6 +103,15 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(current.model_fields)
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constants(name: str):
+    # Python's json accepts NaN and Infinity; JSON does not, and neither do we.
+    raise _NotJson(f"body is not valid JSON: {name} is not a JSON number")
+
+
 def _decode(body: bytes) -> str:
     try:
         return body.decode("utf-8-sig")
@@ -119,6 +131,8 @@ def _json_type(value: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     try:
         json.dumps(value)
     except (TypeError, ValueError):

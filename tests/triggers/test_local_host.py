@@ -224,3 +224,22 @@ def test_no_secret_or_trace_in_an_unexpected_failure(host, fake_submitter):
     response = call(host, "POST", "runs", json_body={})
     assert response.status_code == 500
     assert "AccountKey" not in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"params": {"learning_rate": NaN}}', 400),
+        (b"\xff\xfe{}", 400),
+        (b'{"params": {"seed": 1e400}}', 422),
+        (b'{"params": {"seed": 99999999999999999999999999}}', 422),
+        (b"null", 422),
+        (b'{"tags": {"bad key": "x"}}', 422),
+        (b'{"callback_url": "ftp://x.example.com/"}', 422),
+    ],
+)
+def test_odd_bodies_get_json_4xx(host, body, status):
+    response = call(host, "POST", "runs", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert error_of(response)["message"]
+    json.loads(response.text, parse_constant=pytest.fail)  # no NaN/Infinity echoed back
