@@ -45,6 +45,9 @@ class Receipts:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
+        # No fsync per receipt: after a power cut a few blobs may fire again, which
+        # the ledger absorbs (same blob, same key, same run).
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS receipts (function TEXT, name TEXT, etag TEXT, "
             "status TEXT, attempts INTEGER, error TEXT, updated_at REAL, "
@@ -114,6 +117,7 @@ class BlobWatcher:
         self.threshold = threshold
         self.full_scan_every_s = full_scan_every_s
         self._dir_mtimes: dict[Path, int] = {}
+        self._subdirs: dict[Path, list[Path]] = {}
         self._last_full = 0.0
 
     def scan(self) -> ScanReport:
@@ -154,19 +158,26 @@ class BlobWatcher:
             folder = stack.pop()
             try:
                 mtime = folder.stat().st_mtime_ns
-                entries = list(os.scandir(folder))
+                changed = full or self._dir_mtimes.get(folder) != mtime
+                # An unchanged folder has the same entries: reuse its subfolders.
+                entries = list(os.scandir(folder)) if changed else None
             except FileNotFoundError:
                 continue
-            changed = full or self._dir_mtimes.get(folder) != mtime
             self._dir_mtimes[folder] = mtime
+            if entries is None:
+                stack.extend(self._subdirs.get(folder, ()))
+                continue
+            subdirs = []
             for item in sorted(entries, key=lambda e: e.name):
                 if item.is_dir(follow_symlinks=False):
-                    stack.append(Path(item.path))
-                elif changed and item.is_file(follow_symlinks=False):
+                    subdirs.append(Path(item.path))
+                elif item.is_file(follow_symlinks=False):
                     name = Path(item.path).relative_to(base).as_posix()
                     info = self.storage.get_blob(container, name)
                     if info is not None:
                         yield info
+            self._subdirs[folder] = subdirs
+            stack.extend(subdirs)
 
     # --- calling the function -------------------------------------------------------
     def _offer(self, function: BlobFunction, blob: BlobInfo, report: ScanReport) -> None:

@@ -38,12 +38,16 @@ def app_settings(settings, environ: Mapping[str, str] | None = None) -> dict[str
     return merged
 
 
-def route_prefix(host_json: Path = REPO_ROOT / "host.json") -> str:
+def host_extensions(host_json: Path = REPO_ROOT / "host.json") -> dict:
+    """host.json's `extensions` (route prefix, poison threshold), as the host reads them."""
     try:
-        config = json.loads(host_json.read_text())
+        return json.loads(host_json.read_text()).get("extensions", {})
     except (FileNotFoundError, ValueError):
-        return "api"
-    return config.get("extensions", {}).get("http", {}).get("routePrefix", "api")
+        return {}
+
+
+def route_prefix(host_json: Path = REPO_ROOT / "host.json") -> str:
+    return host_extensions(host_json).get("http", {}).get("routePrefix", "api")
 
 
 class LocalHost:
@@ -78,7 +82,10 @@ class LocalHost:
         if watch_blobs and self.index.blobs:
             from pipeline.storage import open_storage
 
-            self.watcher = BlobWatcher(self.index.blobs, open_storage(settings), state_dir)
+            threshold = host_extensions().get("blobs", {}).get("poisonBlobThreshold", 5)
+            self.watcher = BlobWatcher(
+                self.index.blobs, open_storage(settings), state_dir, threshold=int(threshold)
+            )
         self.blob_interval_s = blob_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
