@@ -10,6 +10,7 @@ its lineage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -88,7 +89,7 @@ def register(
         summary["reason"] = "rejected by the gate: " + " ".join(evaluation.get("reasons", []))
         return summary
     expected = evaluation.get("champion_version")
-    with alias_lock if alias_lock is not None else _no_lock():
+    with alias_lock if alias_lock is not None else contextlib.nullcontext():
         current = current_champion(client, model_name)
         if current != expected:
             summary["previous_champion_version"] = current
@@ -109,20 +110,12 @@ def _label(version: str | None) -> str:
     return f"v{version}" if version else "none"
 
 
-class _no_lock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def registry_lock():
     """Serialise alias compare-and-set between local runs sharing one sqlite registry."""
     from steps.tracking import _exclusive, sqlite_path
 
     db = sqlite_path(os.environ.get("MLFLOW_REGISTRY_URI", ""))
-    return _exclusive(db.with_name(db.name + ".alias.lock")) if db else _no_lock()
+    return _exclusive(db.with_name(db.name + ".alias.lock")) if db else contextlib.nullcontext()
 
 
 def _parser() -> argparse.ArgumentParser:

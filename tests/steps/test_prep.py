@@ -65,6 +65,17 @@ def test_good_data_becomes_stratified_splits_profile_and_config(prepared, small_
     assert dataset["types"]["ps_ind_06_bin"] == "binary"
 
 
+def test_raw_records_clean_back_to_the_prepared_rows(prepared):
+    from steps.prepared import load_dataset, load_split_frame
+
+    dataset = load_dataset(prepared)
+    rows, _ = load_split_frame(prepared, "test", dataset, rows=200)
+    records = dataset.to_records(rows)
+    assert records[0]["ps_ind_02_cat"] == int(rows["ps_ind_02_cat"].iloc[0])
+    again = dataset.clean(pd.DataFrame.from_records(records), source="records")
+    pd.testing.assert_frame_equal(again, rows, check_exact=True)
+
+
 def test_split_is_deterministic_for_a_seed(small_data, tmp_path, capsys):
     for name in ("a", "b"):
         assert run_prep(small_data, tmp_path / name, capsys)[0] == 0
