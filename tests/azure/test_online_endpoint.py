@@ -1,0 +1,282 @@
+"""Blue/green online deployment at the wire: smoke test the new deployment alone,
+then shift traffic; a failed smoke test deletes it and leaves traffic alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steps.online_endpoint import (
+    OnlineDeployError,
+    check_predictions,
+    deploy_online,
+    deployment_name,
+    scoring_headers,
+    workspace_from_env,
+)
+
+SCORING = "https://porto-seguro.westeurope.inference.ml.azure.com/score"
+RESOURCES = {
+    "containerResourceRequests": {"cpu": "0.5", "memory": "1Gi"},
+    "containerResourceLimits": {"cpu": "1", "memory": "2Gi"},
+}
+ROWS = [{"ps_ind_01": 2, "ps_car_13": 0.88}, {"ps_ind_01": 1, "ps_car_13": -1}]
+
+
+@pytest.fixture
+def ml_client(aml_env, fake_azure, fake_credential):
+    from pipeline.aml_client import build_ml_client
+    from pipeline.settings import Settings
+
+    return build_ml_client(
+        Settings.from_env(),
+        credential=fake_credential,
+        transport=fake_azure,
+        retry_total=0,
+        polling_interval=0,
+    )
+
+
+class Endpoint:
+    """An online endpoint with one live deployment (model-v6) as Azure ML holds it."""
+
+    def __init__(self, wire, *, kind: str = "Managed") -> None:
+        self.path = f"{wire.WS_PATH}/onlineEndpoints/porto-seguro"
+        self.traffic = {"model-v6": 100}
+        self.kind = kind
+        self.deployments: dict[str, dict] = {"model-v6": {}}
+
+    def resource(self) -> dict:
+        props = {
+            "authMode": "Key",
+            "scoringUri": SCORING,
+            "traffic": dict(self.traffic),
+            "provisioningState": "Succeeded",
+        }
+        if self.kind == "Kubernetes":
+            props["compute"] = "aks-prod"
+        return {
+            "id": self.path,
+            "name": "porto-seguro",
+            "location": "westeurope",
+            "identity": {"type": "SystemAssigned"},
+            "properties": props,
+        }
+
+    def get(self, sent):
+        return (200, self.resource())
+
+    def put(self, sent):
+        self.traffic = sent.json()["properties"].get("traffic", {})
+        return (200, self.resource())
+
+    def put_deployment(self, sent):
+        name = sent.path.rsplit("/", 1)[-1]
+        body = sent.json()
+        self.deployments[name] = body
+        body["properties"]["provisioningState"] = "Succeeded"
+        body["properties"].setdefault("scaleSettings", {"scaleType": "Default"})
+        body.setdefault("sku", {"name": "Default", "capacity": 1})
+        if self.kind == "Kubernetes":
+            body["properties"].setdefault("containerResourceRequirements", RESOURCES)
+        return (200, {"id": sent.path, "name": name, "location": "westeurope", **body})
+
+    def list_deployments(self, sent):
+        live = {
+            "properties": {
+                "endpointComputeType": self.kind,
+                "scaleSettings": {"scaleType": "Default"},
+            },
+            "sku": {"name": "Default", "capacity": 1},
+        }
+        if self.kind == "Kubernetes":
+            live["properties"]["containerResourceRequirements"] = RESOURCES
+        value = [
+            {
+                "id": f"{self.path}/deployments/{n}",
+                "name": n,
+                "location": "westeurope",
+                **(b or live),
+            }
+            for n, b in self.deployments.items()
+        ]
+        return (200, {"value": value})
+
+    def delete_deployment(self, sent):
+        self.deployments.pop(sent.path.rsplit("/", 1)[-1], None)
+        return (200, None)
+
+
+def _workspace(fake_azure, wire, endpoint: Endpoint, answer) -> None:
+    base = endpoint.path
+    fake_azure.on("GET", base + r"\?", endpoint.get)
+    fake_azure.on("PUT", base + r"\?", endpoint.put)
+    fake_azure.on("PUT", base + r"/deployments/[^/?]+\?", endpoint.put_deployment)
+    fake_azure.on("DELETE", base + r"/deployments/[^/?]+\?", endpoint.delete_deployment)
+    fake_azure.on("GET", base + r"/deployments\?", endpoint.list_deployments)
+    fake_azure.on(
+        "GET",
+        rf"/workspaces/{wire.WS}\?",
+        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
+    )
+    fake_azure.on("POST", base + r"/listKeys\?", (200, {"primaryKey": "k1", "secondaryKey": "k2"}))
+    fake_azure.on("POST", r"inference\.ml\.azure\.com/score", answer)
+    env_id = f"{wire.WS_PATH}/environments/aml-trigger-steps/versions/0.1.0-abc"
+    fake_azure.on(
+        "GET",
+        r"/environments/aml-trigger-steps/versions\?",
+        (200, {"value": [{"id": env_id, "name": "0.1.0-abc", "properties": {"image": "x"}}]}),
+    )
+    code_id = f"{wire.WS_PATH}/codes/steps-snapshot/versions/1"
+    fake_azure.on(
+        "GET", r"/codes/[^/]+/versions\?", (200, {"value": [{"id": code_id, "name": "1"}]})
+    )
+    fake_azure.on(
+        "GET",
+        r"/codes/steps-snapshot/versions/1\?",
+        (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
+    )
+
+
+def _good(sent):
+    rows = json.loads(sent.body)["data"]
+    return (200, {"probabilities": [0.1] * len(rows), "model_version": "7"})
+
+
+def _deploy(ml_client, tmp_path, target="aci", environ=None):
+    return deploy_online(
+        target=target,
+        endpoint_name="porto-seguro",
+        model_name="porto-seguro-lgbm",
+        model_version="7",
+        sample_rows=ROWS,
+        out_dir=tmp_path / "out",
+        ml_client=ml_client,
+        environ=environ or {},
+    )
+
+
+def test_a_passing_smoke_test_shifts_all_traffic_to_the_new_deployment(
+    ml_client, fake_azure, wire, tmp_path
+):
+    endpoint = Endpoint(wire)
+    _workspace(fake_azure, wire, endpoint, _good)
+
+    summary = _deploy(ml_client, tmp_path)
+
+    steps = [(s.method, s.path.rsplit("/", 1)[-1]) for s in fake_azure.sent]
+    put_deployment = steps.index(("PUT", "model-v7"))
+    smoke = next(i for i, s in enumerate(fake_azure.sent) if "inference.ml" in s.url)
+    shift = max(i for i, (m, last) in enumerate(steps) if (m, last) == ("PUT", "porto-seguro"))
+    assert put_deployment < smoke < shift  # create, test alone, then shift
+    body = fake_azure.requests("PUT", "/deployments/model-v7")[0].json()
+    props = body["properties"]
+    assert props["endpointComputeType"] == "Managed"
+    assert props["model"].endswith("/models/porto-seguro-lgbm/versions/7")
+    assert props["codeConfiguration"]["scoringScript"] == "steps/score.py"
+    assert props["codeConfiguration"]["codeId"].endswith("/codes/steps-snapshot/versions/1")
+    assert props["environmentId"].endswith("/environments/aml-trigger-steps/versions/0.1.0-abc")
+    scored = fake_azure.sent[smoke]
+    assert scored.headers["azureml-model-deployment"] == "model-v7"
+    assert scored.headers["Authorization"] == "Bearer k1"
+    assert json.loads(scored.body) == {"data": ROWS}
+    assert endpoint.traffic == {"model-v7": 100}  # the SDK leaves 0 % entries out
+    assert "model-v6" in endpoint.deployments  # kept, at 0 %, to roll back to
+    assert summary == {
+        "target": "aci",
+        "endpoint_name": "porto-seguro",
+        "scoring_uri": SCORING,
+        "deployment": "model-v7",
+        "model_version": "7",
+        "skipped_reason": None,
+    }
+
+
+def test_a_failing_smoke_test_deletes_the_new_deployment_and_keeps_traffic(
+    ml_client, fake_azure, wire, tmp_path
+):
+    endpoint = Endpoint(wire)
+    _workspace(
+        fake_azure,
+        wire,
+        endpoint,
+        (500, {"message": "An unexpected error occurred in scoring script."}),
+    )
+
+    with pytest.raises(OnlineDeployError) as caught:
+        _deploy(ml_client, tmp_path)
+
+    message = str(caught.value)
+    assert "smoke test of deployment model-v7 on endpoint porto-seguro failed" in message
+    assert "HTTP 500" in message
+    assert "deleted model-v7, traffic unchanged (model-v6 100%)" in message
+    assert [s.method for s in fake_azure.requests(contains="/deployments/model-v7")] == [
+        "PUT",
+        "DELETE",
+    ]
+    endpoint_puts = [s for s in fake_azure.requests("PUT") if s.path.endswith("/porto-seguro")]
+    assert endpoint_puts == []  # traffic never touched
+    assert endpoint.traffic == {"model-v6": 100}
+    assert "model-v7" not in endpoint.deployments
+
+
+def test_wrong_answers_fail_the_smoke_test_too(ml_client, fake_azure, wire, tmp_path):
+    endpoint = Endpoint(wire)
+    _workspace(fake_azure, wire, endpoint, (200, {"probabilities": [0.2]}))
+    with pytest.raises(OnlineDeployError, match="expected 2 probabilities, got 1"):
+        _deploy(ml_client, tmp_path)
+    assert endpoint.traffic == {"model-v6": 100}
+
+
+def test_aks_deploys_a_kubernetes_deployment_and_needs_the_compute_name(
+    ml_client, fake_azure, wire, tmp_path
+):
+    endpoint = Endpoint(wire, kind="Kubernetes")
+    _workspace(fake_azure, wire, endpoint, _good)
+
+    summary = _deploy(ml_client, tmp_path, target="aks", environ={"AML_AKS_COMPUTE": "aks-prod"})
+
+    props = fake_azure.requests("PUT", "/deployments/model-v7")[0].json()["properties"]
+    assert props["endpointComputeType"] == "Kubernetes"
+    assert summary["deployment"] == "model-v7" and endpoint.traffic["model-v7"] == 100
+
+
+def test_a_new_aks_endpoint_without_compute_setting_is_refused(
+    ml_client, fake_azure, wire, tmp_path
+):
+    fake_azure.on(
+        "GET", r"/onlineEndpoints/porto-seguro\?", wire.error(404, "NotFound", "no endpoint")
+    )
+    with pytest.raises(OnlineDeployError, match="AML_AKS_COMPUTE"):
+        _deploy(ml_client, tmp_path, target="aks")
+    assert fake_azure.requests("PUT") == []
+
+
+def test_scoring_headers_carry_the_endpoint_key(ml_client, fake_azure, wire):
+    endpoint = Endpoint(wire)
+    _workspace(fake_azure, wire, endpoint, _good)
+    assert scoring_headers(endpoint_name="porto-seguro", ml_client=ml_client) == {
+        "Authorization": "Bearer k1"
+    }
+
+
+def test_the_workspace_comes_from_the_job_then_the_settings():
+    job = {
+        "AZUREML_ARM_SUBSCRIPTION": "s",
+        "AZUREML_ARM_RESOURCEGROUP": "g",
+        "AZUREML_ARM_WORKSPACE_NAME": "w",
+    }
+    assert workspace_from_env(job) == ("s", "g", "w")
+    assert workspace_from_env({"AML_SUBSCRIPTION_ID": "s2", **job}) == ("s", "g", "w")
+    with pytest.raises(OnlineDeployError, match="AZUREML_ARM_WORKSPACE_NAME or AML_WORKSPACE"):
+        workspace_from_env({"AML_SUBSCRIPTION_ID": "s", "AML_RESOURCE_GROUP": "g"})
+
+
+def test_deployment_names_and_answer_checks():
+    assert deployment_name("7") == "model-v7"
+    assert deployment_name("1.2_beta") == "model-v1-2-beta"
+    assert check_predictions({"probabilities": [0.0, 1.0]}, 2) is None
+    assert check_predictions(json.dumps({"probabilities": [0.5]}), 1) is None
+    assert "between 0 and 1" in check_predictions({"probabilities": [1.5]}, 1)
+    assert 'no "probabilities"' in check_predictions({"error": "bad"}, 1)
