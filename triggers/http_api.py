@@ -78,7 +78,8 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     service = runtime.service()
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     body = req.get_body() or b""
-    if content_type != JSON and not (content_type.endswith("+json") and content_type):
+    # An empty body asks for a run with every default; any body must say it is JSON.
+    if body and content_type != JSON and not content_type.endswith("+json"):
         raise HttpError(
             415,
             "unsupported_media_type",

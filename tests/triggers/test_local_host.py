@@ -243,3 +243,21 @@ def test_odd_bodies_get_json_4xx(host, body, status):
     assert response.status_code == status
     assert error_of(response)["message"]
     json.loads(response.text, parse_constant=pytest.fail)  # no NaN/Infinity echoed back
+
+
+def test_empty_post_is_a_run_with_defaults(host, fake_submitter):
+    response = call(host, "POST", "runs", data=b"")
+    assert response.status_code == 202
+    assert response.json()["request"]["params"]["num_leaves"] == 31
+
+
+def test_chunked_body_is_refused_rather_than_ignored(host, fake_submitter):
+    def chunks():
+        yield b'{"reason": '
+        yield b'"chunked"}'
+
+    response = call(
+        host, "POST", "runs", data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 411
+    assert fake_submitter.calls == 0

@@ -116,6 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "unauthorized",
                 "a valid function key is required (x-functions-key header or code query)",
             )
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            return self._error(411, "length_required", "send the body with a Content-Length")
         if length < 0:
             return self._error(400, "bad_request", "Content-Length must be a number")
         if length > HOST_BODY_LIMIT:
