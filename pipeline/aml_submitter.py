@@ -372,22 +372,20 @@ class AmlSubmitter:
 
     # -- talking to Azure ML ---------------------------------------------------------
     def _create(self, client: Any, job: Any, experiment: str) -> RunRecord:
-        from azure.core.exceptions import ResourceExistsError
-
         try:
             created = client.jobs.create_or_update(job, experiment_name=experiment)
-        except ResourceExistsError:
+        except Exception as exc:  # noqa: BLE001 - mapped
+            if not already_exists(exc):
+                raise self._error(exc, f"submitting job {job.name}") from None
             # Already submitted (a retry, or a redelivered event): the job that exists
             # is the run; nothing new starts.
             try:
-                existing = client.jobs.get(job.name)
+                existing = self._record(client.jobs.get(job.name))
             except Exception as exc:  # noqa: BLE001 - mapped
                 raise self._error(exc, f"reading existing job {job.name}") from None
-            return self._record(existing).model_copy(
-                update={"extra": {**self._record(existing).extra, "already_submitted": True}}
+            return existing.model_copy(
+                update={"extra": {**existing.extra, "already_submitted": True}}
             )
-        except Exception as exc:  # noqa: BLE001 - mapped
-            raise self._error(exc, f"submitting job {job.name}") from None
         return self._record(created)
 
     def _invoke_batch(
@@ -399,7 +397,6 @@ class AmlSubmitter:
         idempotency_key: str | None,
     ) -> RunRecord:
         from azure.ai.ml import Input
-        from azure.core.exceptions import ResourceExistsError
 
         if len(request.compute) > 0:
             raise SubmissionError(
@@ -423,9 +420,9 @@ class AmlSubmitter:
                 job_name=run_id,
                 experiment_name=request.experiment,
             )
-        except ResourceExistsError:
-            return self.get(run_id)
         except Exception as exc:  # noqa: BLE001 - mapped
+            if already_exists(exc):
+                return self.get(run_id)
             raise self._error(exc, f"invoking batch endpoint {endpoint}") from None
         record = self._record(job)
         extra = {**record.extra, "batch_endpoint": endpoint}
@@ -534,6 +531,17 @@ def _check_run_id(run_id: str) -> None:
             "invalid_run_id",
             f"run id {run_id!r} must be 3-64 lowercase letters, digits, '_' or '-'",
         )
+
+
+def already_exists(exc: BaseException) -> bool:
+    """A PUT of a job name that exists: 409, or the 400 UserError "A job with this name
+    already exists" the service answers when the new body changes inputs or settings
+    (MicrosoftDocs/azure-docs#122250). A PUT with an identical body is accepted as an
+    update of tags and returns the existing job, which is equally safe."""
+    status = getattr(exc, "status_code", None)
+    if status == 409:
+        return True
+    return status == 400 and "already exists" in str(getattr(exc, "message", exc)).lower()
 
 
 def _is_not_found(exc: BaseException) -> bool:

@@ -90,6 +90,31 @@ def test_repeat_submit_after_409_returns_the_existing_job(submitter, fake_azure,
     assert record.extra["already_submitted"] is True
 
 
+def test_repeat_submit_refused_as_user_error_400_also_returns_the_existing_job(
+    submitter, fake_azure, wire
+):
+    run_id = run_id_for("blob:x")
+    message = (
+        "A job with this name already exists. If you are trying to create a new job, "
+        "use a different name."
+    )
+    fake_azure.on("PUT", rf"/jobs/{run_id}\?", wire.error(400, "UserError", message))
+    fake_azure.on("GET", rf"/jobs/{run_id}\?", (200, wire.job(run_id, "Completed")))
+
+    record = submitter.submit(TrainingRequest(), run_id=run_id, trigger="blob")
+
+    assert record.status == "completed" and record.extra["already_submitted"] is True
+
+
+def test_other_400s_are_errors_not_duplicates(submitter, fake_azure, wire):
+    fake_azure.on("PUT", r"/jobs/", wire.error(400, "UserError", "Input learning_rate invalid"))
+    with pytest.raises(SubmissionError) as caught:
+        submitter.submit(TrainingRequest(), run_id="run-bad", trigger="http")
+    assert caught.value.code == "aml_error"
+    assert "HTTP 400" in caught.value.message and "learning_rate" in caught.value.message
+    assert fake_azure.requests("GET") == []
+
+
 def test_several_computes_fan_out_into_one_job_each_in_one_group(submitter, fake_azure, wire):
     fake_azure.on("PUT", r"/jobs/[^/?]+\?", wire.echo_job())
     run_id = "run-compare-1"
