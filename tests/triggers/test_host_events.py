@@ -6,8 +6,10 @@ import json
 import socket
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import requests
 
 import function_app
 from pipeline.settings import Settings
@@ -184,18 +186,19 @@ def test_serving_host_turns_a_dropped_folder_with_marker_into_one_run(
     assert fake_submitter.get(fake_submitter.submissions[0]).request["data"] == "drops/live/"
 
 
-@pytest.mark.parametrize("signal_name", ["SIGTERM"])
-def test_serve_stops_cleanly_on_a_signal(home, tmp_path, signal_name):
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_serve_prints_a_generated_key_once_and_stops_cleanly_on_a_signal(home, signal_name):
     import os
     import signal
     import subprocess
     import sys
 
     port = _free_port()
-    env = {**os.environ, "AML_TRIGGER_HOME": str(home), "AML_TRIGGER_FUNCTION_KEY": "k"}
+    env = {k: v for k, v in os.environ.items() if k != "AML_TRIGGER_FUNCTION_KEY"}
+    env["AML_TRIGGER_HOME"] = str(home)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--no-timers"],
-        cwd=str(__import__("pathlib").Path(function_app.__file__).parent),
+        cwd=str(Path(function_app.__file__).parent),
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -206,7 +209,10 @@ def test_serve_stops_cleanly_on_a_signal(home, tmp_path, signal_name):
             lines.append(line)
             if line.startswith("serving "):
                 break
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        key = next(x for x in lines if x.startswith("function key")).rsplit(": ", 1)[1].strip()
+        base = f"http://127.0.0.1:{port}/api/runs"
+        assert requests.get(base, params={"code": key}, timeout=10).status_code == 200
+        assert requests.get(base, params={"code": "nope"}, timeout=10).status_code == 401
         proc.send_signal(getattr(signal, signal_name))
         _, rest = proc.communicate(timeout=20)
         err = "".join(lines) + rest
@@ -216,7 +222,8 @@ def test_serve_stops_cleanly_on_a_signal(home, tmp_path, signal_name):
             proc.wait()
     assert proc.returncode == 0, err
     assert "stopped" in err
-    assert "function key (generated" not in err  # the key was set, so never printed
+    assert err.count(key) == 1  # printed once; never in the request log
+    assert "GET /api/runs -> 200" in err
 
 
 class Crash(BaseException):

@@ -84,7 +84,11 @@ class LocalHost:
 
             threshold = host_extensions().get("blobs", {}).get("poisonBlobThreshold", 5)
             self.watcher = BlobWatcher(
-                self.index.blobs, open_storage(settings), state_dir, threshold=int(threshold)
+                self.index.blobs,
+                open_storage(settings),
+                state_dir,
+                threshold=int(threshold),
+                prefix=settings.blob_prefix,
             )
         self.blob_interval_s = blob_interval_s
         self._stop = threading.Event()
