@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
@@ -170,15 +170,3 @@ def admit(
     if policy == "queue":
         return Queue(f"{message}: queued until one finishes")
     return Skip(f"{message} and CONCURRENCY_POLICY=skip")
-
-
-def ready_drops(
-    drops: Iterable[tuple[str, float, float]], window: CoalescingWindow, now: float
-) -> list[tuple[str, str]]:
-    """(folder, reason) of each (folder, first_seen, last_seen) whose window closed."""
-    ready = []
-    for folder, first_seen, last_seen in drops:
-        decision = window.decide(first_seen=first_seen, last_seen=last_seen, now=now)
-        if isinstance(decision, Submit):
-            ready.append((folder, decision.reason))
-    return ready
