@@ -280,3 +280,19 @@ def test_deployment_names_and_answer_checks():
     assert check_predictions(json.dumps({"probabilities": [0.5]}), 1) is None
     assert "between 0 and 1" in check_predictions({"probabilities": [1.5]}, 1)
     assert 'no "probabilities"' in check_predictions({"error": "bad"}, 1)
+
+
+def test_the_deployment_code_is_the_snapshot_publish_uploaded(tmp_path):
+    """Same content hash, so Azure ML finds the published code asset and does not
+    upload the step code again from inside the deploy job."""
+    from azure.ai.ml._utils._asset_utils import IgnoreFile, get_content_hash
+
+    from pipeline.publish import REPO_ROOT, code_snapshot
+    from steps.online_endpoint import _code_snapshot
+
+    published = code_snapshot(REPO_ROOT, tmp_path / "a")
+    deployed = _code_snapshot(tmp_path / "b")
+    assert (deployed / "steps" / "score.py").is_file()
+    assert get_content_hash(str(published), IgnoreFile()) == get_content_hash(
+        str(deployed), IgnoreFile()
+    )

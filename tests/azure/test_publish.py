@@ -138,3 +138,65 @@ def test_publish_needs_only_the_workspace_settings(home, fake_azure):
     assert "AML_SUBSCRIPTION_ID, AML_RESOURCE_GROUP" in caught.value.message
     assert "AML_PIPELINE_COMPONENT" not in caught.value.message
     assert fake_azure.sent == []
+
+
+@pytest.mark.azurite
+def test_first_publish_uploads_the_step_code_once_to_blob_storage(
+    aml_env, fake_azure, fake_credential, wire, azurite
+):
+    """The code snapshot really goes to blob storage: the workspace hands out a SAS
+    for a temporary blob reference (here a container in Azurite)."""
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import (
+        BlobServiceClient,
+        ContainerSasPermissions,
+        generate_container_sas,
+    )
+
+    service = BlobServiceClient.from_connection_string(azurite)
+    container = service.create_container(f"azureml-blobstore-{datetime.now(UTC):%H%M%S%f}")
+    sas = generate_container_sas(
+        service.account_name,
+        container.container_name,
+        account_key=service.credential.account_key,
+        permission=ContainerSasPermissions(read=True, write=True, create=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    container_url = container.url
+    registry = Registry()
+    fake_azure.on("GET", r"/(environments|components|codes)/[^/]+/versions/[^/?]+\?", registry.get)
+    fake_azure.on("PUT", r"/(environments|components|codes)/[^/]+/versions/", registry.put)
+    fake_azure.on("GET", r"/codes/[^/]+/versions\?", (200, {"value": []}))  # nothing by hash
+    fake_azure.on(
+        "POST",
+        r"/codes/[^/]+/versions/[^/]+/startPendingUpload\?",
+        (
+            200,
+            {
+                "blobReferenceForConsumption": {
+                    "blobUri": container_url,
+                    "credential": {"credentialType": "SAS", "sasUri": f"{container_url}?{sas}"},
+                },
+                "pendingUploadType": "TemporaryBlobReference",
+            },
+        ),
+    )
+    fake_azure.on(
+        "GET",
+        rf"/workspaces/{wire.WS}\?",
+        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
+    )
+
+    _publish(fake_azure, fake_credential)
+
+    uploaded = sorted(b.name for b in container.list_blobs())
+    assert any(name.endswith("steps/score.py") for name in uploaded), uploaded
+    assert not any("/tests/" in name or ".venv" in name for name in uploaded)
+    assert len(fake_azure.requests("POST", "startPendingUpload")) == 1  # once, not per step
+    code_puts = fake_azure.requests("PUT", "/codes/")
+    assert len(code_puts) == 1
+    for put in fake_azure.requests("PUT", "/components/")[:-1]:
+        assert put.json()["properties"]["componentSpec"]["code"].endswith(
+            code_puts[0].path.split("/workspaces/ws-ml")[1]
+        )
