@@ -111,6 +111,10 @@ class RunLedger:
         """The entry needs no more work: drop it from the open index (kept in history)."""
         self.state.delete("open", key)
 
+    def reopen(self, entry: LedgerEntry) -> None:
+        """Put a closed entry back in the open index before working on it again."""
+        self.state.create("open", entry.key, {"run_id": entry.run_id, "at": self.clock()})
+
     def forget(self, entry: LedgerEntry) -> bool:
         """Undo a claim that decided not to run (e.g. CONCURRENCY_POLICY=skip)."""
         if not self.state.delete("ledger", entry.key, entry.version):

@@ -202,6 +202,7 @@ class TriggerService:
             if reused and idempotency_key.startswith(("http:", "cli:")):
                 raise IdempotencyConflict(idempotency_key.partition(":")[2])
             if entry.status == "failed":
+                self.ledger.reopen(entry)  # a final failure left the open index
                 retried = self.ledger.update(entry, status="claimed", attempts=entry.attempts + 1)
                 if retried is not None:
                     return self._submit(retried)

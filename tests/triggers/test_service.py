@@ -83,9 +83,12 @@ def test_backend_refusal_is_recorded_and_a_retry_submits(service, fake_submitter
     with pytest.raises(SubmissionError):
         service.submit_http(http({}, key="k"))
     assert service.ledger.get("http:k").status == "failed"
+    assert service.ledger.open_entries() == []  # final: nothing to retry on its own
     fake_submitter.fail_with = None
     retried = service.submit_http(http({}, key="k"))
     assert isinstance(retried, Accepted) and fake_submitter.submissions == [retried.run.run_id]
+    [reopened] = service.ledger.open_entries()  # followed again by the monitor
+    assert reopened.status == "submitted"
 
 
 def test_private_callback_is_refused_in_azure(make_service, fake_submitter):
