@@ -164,6 +164,10 @@ def _start(
         ),
         "WORKER_COUNT": "1",
     }
+    if _gunicorn_has_control_socket():
+        # gunicorn >= 26 opens one control socket per user (~/.gunicorn/gunicorn.ctl);
+        # blue and green running side by side would fight over it.
+        env["GUNICORN_CMD_ARGS"] = "--no-control-socket"
     command = [sys.executable, "-m", SERVER_MODULE, "--entry_script", str(entry_script),
                "--port", str(port)]  # fmt: skip
     with (deployment_dir / "server.log").open("ab") as log:
@@ -189,6 +193,14 @@ def _start(
     }
     write_json(deployment_dir / "deployment.json", info)
     return process, info
+
+
+def _gunicorn_has_control_socket() -> bool:
+    try:
+        from gunicorn.config import ControlSocketDisable  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _wait_ready(process: subprocess.Popen, info: dict, folder: Path, timeout: float) -> None:
