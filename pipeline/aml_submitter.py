@@ -238,7 +238,8 @@ class AmlSubmitter:
             "run_id": run_id,
             "experiment": request.experiment,
             "job_yaml": jobs[0]["job_yaml"],
-            "jobs": jobs,
+            # A fan-out is several jobs: each one's YAML, the first one's above too.
+            **({"jobs": jobs} if len(jobs) > 1 else {}),
         }
 
     # -- building jobs -------------------------------------------------------------

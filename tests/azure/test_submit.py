@@ -217,3 +217,26 @@ def test_dry_run_yaml_loads_with_load_job(submitter, fake_azure, tmp_path):
     assert job.inputs["training_data"].path == "azureml://datastores/incoming/paths/drops/a/"
     assert job.inputs["num_leaves"]._data == 15
     assert job.settings.default_compute == "cpu-cluster"
+
+
+def test_dry_run_of_a_bare_component_name_loads_and_of_a_fan_out_lists_each_job(
+    submitter, fake_azure, tmp_path, monkeypatch
+):
+    from azure.ai.ml import load_job
+
+    from pipeline.settings import Settings
+
+    monkeypatch.setenv("AML_PIPELINE_COMPONENT", "aml_trigger_training")
+    submitter.settings = Settings.from_env()
+    described = submitter.describe(
+        TrainingRequest(compute=["cpu-a", "cpu-b"]), run_id="run-dry2", trigger="cli"
+    )
+
+    assert fake_azure.sent == []
+    assert [j["name"] for j in described["jobs"]] == ["run-dry2-cpu-a", "run-dry2-cpu-b"]
+    for index, job in enumerate(described["jobs"]):
+        path = tmp_path / f"job{index}.yaml"
+        path.write_text(job["job_yaml"])
+        loaded = load_job(path)
+        assert loaded.component.endswith("aml_trigger_training@latest")
+        assert loaded.settings.default_compute == job["compute"]
