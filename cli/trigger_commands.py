@@ -81,8 +81,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import os
+
     import function_app
     from triggers.host.local_host import LocalHost
+
+    # Run links in callbacks point at this server unless PUBLIC_BASE_URL says otherwise.
+    if not os.environ.get("PUBLIC_BASE_URL") and args.port != 7071:
+        os.environ["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{args.port}"
 
     try:
         host = LocalHost(
