@@ -22,6 +22,9 @@ WORKSPACE_SETTINGS = ("AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPAC
 # Bounded retries on 429/5xx and connection errors; azure-core honours Retry-After.
 DEFAULT_RETRY_TOTAL = 3
 DEFAULT_RETRY_BACKOFF = 0.8
+# Total seconds one operation may take with its retries and Retry-After waits: an
+# HTTP trigger must answer well inside the Functions front end's 230 s.
+DEFAULT_TIMEOUT_S = 90
 
 _ARM_KINDS = {
     "components": "component",
@@ -66,6 +69,7 @@ def build_ml_client(
     transport: Any = None,
     retry_total: int = DEFAULT_RETRY_TOTAL,
     retry_backoff_factor: float = DEFAULT_RETRY_BACKOFF,
+    timeout: float = DEFAULT_TIMEOUT_S,
     polling_interval: float | None = None,
     required: Iterable[str] = WORKSPACE_SETTINGS,
 ) -> Any:
@@ -78,6 +82,7 @@ def build_ml_client(
         "enable_telemetry": False,
         "retry_total": retry_total,
         "retry_backoff_factor": retry_backoff_factor,
+        "timeout": timeout,
     }
     if transport is not None:
         kwargs["transport"] = transport

@@ -72,6 +72,7 @@ class AmlSubmitter:
         transport: Any = None,
         retry_total: int | None = None,
         retry_backoff_factor: float | None = None,
+        timeout: float | None = None,
         ml_client: Any = None,
     ) -> None:
         self.settings = settings
@@ -82,6 +83,8 @@ class AmlSubmitter:
             self._retry["retry_total"] = retry_total
         if retry_backoff_factor is not None:
             self._retry["retry_backoff_factor"] = retry_backoff_factor
+        if timeout is not None:
+            self._retry["timeout"] = timeout
         self._client = ml_client
 
     @property

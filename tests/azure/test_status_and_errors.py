@@ -255,3 +255,26 @@ def test_no_credential_at_all_says_how_to_get_one(aml_env, fake_azure):
         _submit(submitter)
     assert caught.value.code == "unauthorized"
     assert "az login" in caught.value.message and "AZURE_CLIENT_ID" in caught.value.message
+
+
+def test_retries_stop_at_the_time_budget_with_a_retryable_error(
+    aml_env, fake_azure, fake_credential, wire
+):
+    from pipeline.aml_submitter import AmlSubmitter
+    from pipeline.settings import Settings
+
+    submitter = AmlSubmitter(
+        Settings.from_env(),
+        credential=fake_credential,
+        transport=fake_azure,
+        retry_total=10,
+        retry_backoff_factor=0,
+        timeout=1e-9,  # spent by the first attempt
+    )
+    fake_azure.on(
+        "PUT", r"/jobs/", wire.error(429, "TooManyRequests", "slow down", {"Retry-After": "0"})
+    )
+    with pytest.raises(SubmissionError) as caught:
+        _submit(submitter)
+    assert caught.value.retryable is True
+    assert len(fake_azure.requests("PUT")) == 1
