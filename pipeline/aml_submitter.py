@@ -20,7 +20,12 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.aml_client import build_ml_client, to_submission_error
+from pipeline.aml_client import (
+    WORKSPACE_SETTINGS,
+    build_ml_client,
+    require_settings,
+    to_submission_error,
+)
 from pipeline.aml_status import group_status, run_status
 from pipeline.request import TrainingRequest
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
@@ -95,17 +100,23 @@ class AmlSubmitter:
     def batch_mode(self) -> bool:
         return bool(self.settings.aml_batch_endpoint)
 
-    def client(self) -> Any:
+    def submission_settings(self) -> list[str]:
+        """The settings a submission needs (status, cancel and schedules need only the
+        workspace)."""
+        names = list(WORKSPACE_SETTINGS)
+        if not self.batch_mode:
+            names.append("AML_PIPELINE_COMPONENT")
+        return names
+
+    def client(self, *, for_submission: bool = False) -> Any:
+        if for_submission:
+            require_settings(self.settings, self.submission_settings())
         if self._client is None:
-            required = ["AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE"]
-            if not self.batch_mode:
-                required.append("AML_PIPELINE_COMPONENT")
             self._client = build_ml_client(
                 self.settings,
                 credential=self._credential,
                 transport=self._transport,
                 polling_interval=0 if self._transport is not None else None,
-                required=required,
                 **self._retry,
             )
         return self._client
@@ -123,7 +134,7 @@ class AmlSubmitter:
         """Start the run's job(s); a job that already exists is returned as it is.
         `dataset_config` is an azureml:// URI or a path in the incoming datastore."""
         _check_run_id(run_id)
-        client = self.client()
+        client = self.client(for_submission=True)
         if self.batch_mode:
             return self._invoke_batch(client, request, run_id, trigger, idempotency_key)
         component_id, version = self.resolve_component(client)
@@ -200,22 +211,18 @@ class AmlSubmitter:
         and `azure.ai.ml.load_job` read it). Sends nothing."""
         import yaml
 
-        from pipeline.aml_client import require_settings
-
         _check_run_id(run_id)
-        required = ["AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE"]
+        require_settings(self.settings, self.submission_settings())
         if self.batch_mode:
-            require_settings(self.settings, required)
-            inputs = self._inputs(request, run_id, trigger, idempotency_key, "dev", None)
+            inputs = self._inputs(request, run_id, trigger, idempotency_key, None, None)
             return {
                 "backend": "aml",
                 "mode": "batch_endpoint",
                 "run_id": run_id,
                 "endpoint": self.settings.aml_batch_endpoint,
                 "deployment": self.settings.aml_batch_deployment,
-                "inputs": {k: v for k, v in inputs.items()},
+                "inputs": inputs,
             }
-        require_settings(self.settings, [*required, "AML_PIPELINE_COMPONENT"])
         name, version, arm = parse_component(self.settings.aml_pipeline_component or "")
         component_id = arm or (
             self._component_arm_id(name, version) if version else f"azureml:{name}@latest"

@@ -102,7 +102,7 @@ class Schedules:
                 "invalid_request",
                 "compute: a schedule starts one job; create one schedule per compute target",
             )
-        client = self.submitter.client()
+        client = self.submitter.client(for_submission=True)
         component_id, version = self.submitter.resolve_component(client)
         job = self.submitter.build_job(
             request,

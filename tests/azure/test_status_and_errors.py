@@ -278,3 +278,20 @@ def test_retries_stop_at_the_time_budget_with_a_retryable_error(
         _submit(submitter)
     assert caught.value.retryable is True
     assert len(fake_azure.requests("PUT")) == 1
+
+
+def test_status_needs_only_the_workspace_settings(
+    aml_env, monkeypatch, fake_azure, fake_credential, wire
+):
+    from pipeline.aml_submitter import AmlSubmitter
+    from pipeline.settings import Settings
+
+    monkeypatch.delenv("AML_PIPELINE_COMPONENT")
+    fake_azure.on("GET", r"/jobs/run-s2\?", (200, wire.job("run-s2", "Completed")))
+    submitter = AmlSubmitter(
+        Settings.from_env(), credential=fake_credential, transport=fake_azure, retry_total=0
+    )
+
+    assert submitter.get("run-s2").status == "completed"
+    with pytest.raises(SubmissionError, match="AML_PIPELINE_COMPONENT"):
+        _submit(submitter)
