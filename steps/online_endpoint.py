@@ -147,15 +147,18 @@ def deploy_online(
             code=CodeConfiguration(code=str(code), scoring_script=SCORING_SCRIPT),
             env=env,
         )
-        client.online_deployments.begin_create_or_update(deployment).result()
-
-    problem = _smoke_test(client, endpoint_name, name, sample_rows, out)
+        try:
+            client.online_deployments.begin_create_or_update(deployment).result()
+        except Exception as exc:  # noqa: BLE001 - reported with what happened to traffic
+            problem = f"creating it failed: {_one_line(exc)}"
+        else:
+            problem = _smoke_test(client, endpoint_name, name, sample_rows, out)
     if problem is not None:
-        client.online_deployments.begin_delete(name=name, endpoint_name=endpoint_name).result()
         kept = ", ".join(f"{k} {v}%" for k, v in previous.items() if v) or "no deployment"
+        removed = _remove(client, endpoint_name, name)
         raise OnlineDeployError(
-            f"smoke test of deployment {name} on endpoint {endpoint_name} failed: {problem}; "
-            f"deleted {name}, traffic unchanged ({kept})"
+            f"deployment {name} on endpoint {endpoint_name}: {problem}; "
+            f"{removed}, traffic unchanged ({kept})"
         )
 
     endpoint.traffic = {key: 0 for key in previous} | {name: 100}
@@ -245,10 +248,28 @@ def _smoke_test(
             endpoint_name=endpoint_name, deployment_name=name, request_file=str(request)
         )
     except Exception as exc:  # noqa: BLE001 - any failure to answer fails the test
+        return f"smoke test failed: {_one_line(exc)}"
+    problem = check_predictions(answer, len(rows))
+    return f"smoke test failed: {problem}" if problem else None
+
+
+def _remove(client: Any, endpoint_name: str, name: str) -> str:
+    """Delete the new deployment; a failure to delete is reported, never hidden, and
+    never touches traffic (the new deployment has none)."""
+    try:
+        client.online_deployments.begin_delete(name=name, endpoint_name=endpoint_name).result()
+    except Exception as exc:  # noqa: BLE001 - reported in the step's error
         status = getattr(exc, "status_code", None)
-        first = " ".join(str(exc).split())[:300]
-        return f"HTTP {status}: {first}" if status else f"{type(exc).__name__}: {first}"
-    return check_predictions(answer, len(rows))
+        if status == 404:
+            return f"{name} was not created"
+        return f"deleting {name} failed too ({_one_line(exc)}; delete it by hand)"
+    return f"deleted {name}"
+
+
+def _one_line(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())[:300]
+    return f"HTTP {status}: {text}" if status else f"{type(exc).__name__}: {text}"
 
 
 def _code_snapshot(dest: Path) -> Path:

@@ -208,7 +208,7 @@ def test_a_failing_smoke_test_deletes_the_new_deployment_and_keeps_traffic(
         _deploy(ml_client, tmp_path)
 
     message = str(caught.value)
-    assert "smoke test of deployment model-v7 on endpoint porto-seguro failed" in message
+    assert "deployment model-v7 on endpoint porto-seguro: smoke test failed" in message
     assert "HTTP 500" in message
     assert "deleted model-v7, traffic unchanged (model-v6 100%)" in message
     assert [s.method for s in fake_azure.requests(contains="/deployments/model-v7")] == [
@@ -296,3 +296,25 @@ def test_the_deployment_code_is_the_snapshot_publish_uploaded(tmp_path):
     assert get_content_hash(str(published), IgnoreFile()) == get_content_hash(
         str(deployed), IgnoreFile()
     )
+
+
+def test_a_deployment_that_fails_to_provision_is_removed_and_traffic_kept(
+    ml_client, fake_azure, wire, tmp_path
+):
+    endpoint = Endpoint(wire)
+    _workspace(fake_azure, wire, endpoint, _good)
+    fake_azure.on(
+        "PUT",
+        endpoint.path + r"/deployments/model-v7\?",
+        wire.error(400, "BadArgument", "Instance type Standard_DS3_v2 has no quota"),
+    )
+
+    with pytest.raises(OnlineDeployError) as caught:
+        _deploy(ml_client, tmp_path)
+
+    message = str(caught.value)
+    assert "creating it failed: HTTP 400" in message and "no quota" in message
+    assert "traffic unchanged (model-v6 100%)" in message
+    assert fake_azure.requests("DELETE", "/deployments/model-v7")
+    assert not any("inference.ml" in s.url for s in fake_azure.sent)  # never smoke tested
+    assert endpoint.traffic == {"model-v6": 100}
