@@ -76,20 +76,22 @@ def deploy_local(
         _clear(deployment_dir)
         model_dir = deployment_dir / "azureml-models" / model_name / str(model_version)
         shutil.copytree(model_source, model_dir)
-        process, info = _start(
-            deployment_dir, model_dir, color, model_name, model_version, entry_script
-        )
         old_label = (
             f"the old deployment {old['deployment']} (model v{old.get('model_version')}) keeps "
             f"serving at {old.get('scoring_uri')}"
             if old
             else "no deployment was serving before, and none is now"
         )
+        process = None
         try:
-            _wait_ready(process, info, deployment_dir, ready_timeout)
+            process, info = _start_listening(
+                deployment_dir, model_dir, color, model_name, model_version, entry_script,
+                ready_timeout,
+            )  # fmt: skip
             smoke = smoke_test(info["scoring_uri"], sample_rows)
         except StepError as exc:
-            _stop_child(process)
+            if process is not None:
+                _stop_child(process)
             raise StepError(
                 f"new deployment {color} (model v{model_version}) failed: {exc}; {old_label}"
             ) from None
@@ -143,6 +145,41 @@ def stop_all(home: Path) -> list[str]:
         if stop_deployment(info):
             stopped.append(f"{deployment_file.parent.parent.name}/{deployment_file.parent.name}")
     return stopped
+
+
+def _start_listening(
+    deployment_dir: Path,
+    model_dir: Path,
+    color: str,
+    model_name: str,
+    model_version: str,
+    entry_script: Path,
+    ready_timeout: float,
+    attempts: int = 3,
+) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """Start the server and wait until it answers. The free port is picked before the
+    server binds it, so another process can take it meanwhile: then try another port."""
+    for attempt in range(1, attempts + 1):
+        process, info = _start(
+            deployment_dir, model_dir, color, model_name, model_version, entry_script
+        )
+        try:
+            _wait_ready(process, info, deployment_dir, ready_timeout)
+            return process, info
+        except StepError:
+            if attempt == attempts or not _lost_port_race(deployment_dir / "server.log"):
+                _stop_child(process)
+                raise
+            _stop_child(process)
+    raise AssertionError("unreachable")
+
+
+def _lost_port_race(log: Path) -> bool:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "Address already in use" in text or "Connection in use" in text
 
 
 def _start(

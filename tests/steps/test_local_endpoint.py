@@ -80,3 +80,28 @@ def test_blue_green_switch_then_a_garbage_deployment_leaves_green_serving(
 
     assert stop_all(endpoint_home) == ["ep/green"]
     assert current(endpoint_home, "ep")["alive"] is False
+
+
+def test_a_port_taken_between_pick_and_bind_is_retried_on_another(
+    endpoint_home, trained, prepared, monkeypatch
+):
+    import socket
+
+    from steps import local_endpoint
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_port = local_endpoint._free_port
+    ports = iter([taken])
+    monkeypatch.setattr(local_endpoint, "_free_port", lambda: next(ports, None) or real_free_port())
+    try:
+        info = deploy_local(home=endpoint_home, endpoint_name="ep", model_name="porto",
+                            model_version="1", model_source=trained / "model",
+                            sample_rows=sample_rows(prepared, 5))  # fmt: skip
+    finally:
+        squatter.close()
+    assert info["port"] != taken and current(endpoint_home, "ep")["alive"]
+    log = (endpoint_home / "endpoints" / "ep" / "blue" / "server.log").read_text()
+    assert "Address already in use" in log or "Connection in use" in log
