@@ -16,8 +16,9 @@ from steps.gate import ChampionGate
 from steps.params import GateKpis
 
 
-def evaluate(prepared: Path, model_dir: Path, champion_dir: Path, kpis: GateKpis,
-             out: Path) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    prepared: Path, model_dir: Path, champion_dir: Path, kpis: GateKpis, out: Path
+) -> dict[str, Any]:
     from steps.metrics import load_model, score_split
     from steps.tracking import configure_tracking
     from steps.train import MODEL_DIR
