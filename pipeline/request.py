@@ -120,10 +120,20 @@ class TrainingRequest(BaseModel):
             endpoint_name=self.endpoint_name,
             data_location=self.data,
             trigger=lineage.get("trigger", "manual"),
-            run_key=lineage.get("run_key", ""),
+            run_key=shell_safe(lineage.get("run_key", "")),
             code_version=lineage.get("code_version", "dev"),
         )
         return inputs
+
+
+def shell_safe(value: str) -> str:
+    """Percent-encode what a shell would interpret. Azure ML runs a component's
+    command through bash with literal inputs pasted between single quotes, so a
+    client's Idempotency-Key such as `it's $(x)` must not reach it raw. Lineage
+    only: the exact key stays in the ledger and in the job's tags."""
+    from urllib.parse import quote
+
+    return quote(value, safe=":/@=+-._~,")
 
 
 def normalize_data_prefix(value: str) -> str:

@@ -3,7 +3,9 @@ its inputs are the request contract, and the local resolution matches Azure ML's
 
 from __future__ import annotations
 
+import shlex
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,18 @@ def test_test_pipelines_order_by_their_bindings(tmp_path, h):
         {"c": {"after": ["a", "b"]}, "a": {}, "b": {"after": ["a"]}},
     )
     assert load_pipeline(path).order() == ["a", "b", "c"]
+
+
+def test_a_hostile_idempotency_key_cannot_break_the_commands_azure_ml_runs_in_bash():
+    # Azure ML pastes literal inputs into the command text and runs it with bash; the
+    # register component wraps run_key in single quotes, so a quote in a client's
+    # Idempotency-Key would end the quoting and run the rest.
+    key = 'http:it\'s $(touch /tmp/pwned) `id` "x"'
+    inputs = TrainingRequest().pipeline_inputs(data_uri="x", lineage={"run_key": key})
+    command = yaml.safe_load((PIPELINE_YAML.parent / "components" / "register.yaml").read_text())
+    text = command["command"].replace("${{inputs.run_key}}", inputs["run_key"])
+    argv = shlex.split(text)
+    value = argv[argv.index("--run-key") + 1]
+    assert value == inputs["run_key"]
+    assert not set(value) & set("'\"$` ")
+    assert urllib.parse.unquote(value) == key  # still readable lineage
