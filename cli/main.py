@@ -12,7 +12,9 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
-    "cli.pipeline_commands",  # run, runs, show, cancel, sample-data, demo
+    "cli.pipeline_commands",  # run, runs, show, cancel, sample-data
+    "cli.demo",  # demo
+    "cli.endpoint_commands",  # endpoints status|stop (local scoring servers)
     "cli.trigger_commands",  # serve, submit
     "cli.azure_commands",  # publish, schedule ..., compare (Azure ML)
 ]

@@ -187,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     submitter = LocalSubmitter(settings)
     run_id = new_run_id()
-    display = _ProgressLine()
+    display = ProgressLine()
     print(f"run {run_id}: {len(submitter.definition.order())} steps", file=sys.stderr)
     try:
         record = submitter.run_foreground(
@@ -204,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if record.status == "completed" else 1
 
 
-class _ProgressLine:
+class ProgressLine:
     """One stderr line per step transition, stamped with the time since start."""
 
     def __init__(self) -> None:
