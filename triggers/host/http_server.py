@@ -25,6 +25,13 @@ log = logging.getLogger("aml_trigger.host.http")
 HOST_BODY_LIMIT = 100 * 1024 * 1024
 
 
+class HostHttpServer(ThreadingHTTPServer):
+    # The stdlib's backlog of 5 drops connections when a Logic App or a load
+    # balancer opens dozens at once (clients then wait a 1 s SYN retry).
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class FunctionsHttpServer:
     def __init__(
         self,
@@ -39,8 +46,7 @@ class FunctionsHttpServer:
         self.key = key
         self.route_prefix = route_prefix.strip("/")
         handler = type("Handler", (_Handler,), {"host": self})
-        self.server = ThreadingHTTPServer((host, port), handler)
-        self.server.daemon_threads = True
+        self.server = HostHttpServer((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -88,6 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
     host: FunctionsHttpServer
     protocol_version = "HTTP/1.1"
     server_version = "aml-trigger-host"
+    # Headers and body go out in two writes; with Nagle on, a keep-alive client's
+    # delayed ACK holds the second one back ~40 ms on every request.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._dispatch()
