@@ -16,7 +16,7 @@ Three namespaces in the state store:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from triggers.state import StateStore
@@ -47,9 +47,9 @@ class LedgerEntry:
         return self.request.get("callback_url")
 
     def to_doc(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc.pop("version")
-        return doc
+        # Shallow: the doc is serialized at once, so asdict's deep copy of the
+        # request is wasted work on every ledger write.
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "version"}
 
 
 class RunLedger:
@@ -81,7 +81,7 @@ class RunLedger:
         )
         # Index first: an index without an entry is harmless (recovery drops it), an
         # entry without its index would never be recovered or monitored.
-        self.state.create("open", key, {"run_id": run_id, "at": now})
+        self.state.create("open", key, {"run_id": run_id, "at": now, "status": "claimed"})
         self.state.create("runs", run_id, {"key": key})
         created = self.state.create("ledger", key, entry.to_doc())
         if created is not None:
@@ -105,7 +105,22 @@ class RunLedger:
         """Compare-and-swap: None when someone else changed the entry first."""
         new = replace(entry, updated_at=self.clock(), **changes)
         written = self.state.replace("ledger", entry.key, new.to_doc(), entry.version)
-        return replace(new, version=written.version) if written else None
+        if written is None:
+            return None
+        if new.status != entry.status:
+            self._mirror_status(new)
+        return replace(new, version=written.version)
+
+    def _mirror_status(self, entry: LedgerEntry) -> None:
+        """Copy the status into the open index, so counting active runs need not
+        read every waiting entry. A hint only: a stale one costs a read."""
+        for _ in range(3):
+            index = self.state.get("open", entry.key)
+            if index is None or index.doc.get("status") == entry.status:
+                return
+            doc = {**index.doc, "status": entry.status}
+            if self.state.replace("open", entry.key, doc, index.version) is not None:
+                return
 
     def close(self, key: str) -> None:
         """The entry needs no more work: drop it from the open index (kept in history)."""
@@ -113,7 +128,9 @@ class RunLedger:
 
     def reopen(self, entry: LedgerEntry) -> None:
         """Put a closed entry back in the open index before working on it again."""
-        self.state.create("open", entry.key, {"run_id": entry.run_id, "at": self.clock()})
+        self.state.create(
+            "open", entry.key, {"run_id": entry.run_id, "at": self.clock(), "status": entry.status}
+        )
 
     def forget(self, entry: LedgerEntry) -> bool:
         """Undo a claim that decided not to run (e.g. CONCURRENCY_POLICY=skip)."""
@@ -123,9 +140,13 @@ class RunLedger:
         self.state.delete("open", entry.key)
         return True
 
-    def open_entries(self) -> list[LedgerEntry]:
+    def open_entries(self, *, skip_status: frozenset[str] = frozenset()) -> list[LedgerEntry]:
+        """Entries that still need work. `skip_status` leaves out entries whose
+        index says they are in one of those states without reading them."""
         entries = []
         for key, index in list(self.state.items("open")):
+            if index.doc.get("status") in skip_status:
+                continue
             entry = self.get(key)
             if entry is None:
                 # Index written and the entry not (yet): a claim in progress, or one

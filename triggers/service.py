@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,10 @@ class IdempotencyConflict(RequestError):
         )
 
 
+# Ledger states that never count against MAX_CONCURRENT_RUNS.
+_NOT_ACTIVE = frozenset({"waiting", "failed", "canceled"})
+
+
 class TriggerService:
     def __init__(
         self,
@@ -91,6 +96,12 @@ class TriggerService:
         self.storage = storage
         self.notifier = notifier
         self.clock = clock
+        # One admission at a time per process: threads of the HTTP server then wait
+        # on a lock instead of in SQLite's busy handler (which sleeps up to 100 ms a
+        # turn), and the concurrency limit is read and acted on without a race
+        # between this process's own threads. Instances scaled out still rely on
+        # the ledger's conditional writes.
+        self._admission = threading.Lock()
         self.rules = policies.BlobRules(
             prefix=settings.blob_prefix,
             marker_name=settings.blob_marker_name,
@@ -186,6 +197,12 @@ class TriggerService:
                     str(exc),
                     [{"path": "callback_url", "value": request.callback_url, "message": str(exc)}],
                 ) from None
+        with self._admission:
+            return self._admit(request, run_id, trigger, idempotency_key)
+
+    def _admit(
+        self, request: TrainingRequest, run_id: str, trigger: str, idempotency_key: str
+    ) -> Outcome:
         canonical = request.model_dump(mode="json")
         entry, created = self.ledger.claim(
             idempotency_key,
@@ -286,17 +303,18 @@ class TriggerService:
             key=lambda e: e.claimed_at,
         )
         outcomes: list[Outcome] = []
-        for entry in waiting:
-            if self._active_runs() >= self.settings.max_concurrent_runs:
-                break
-            owned = self.ledger.update(entry, status="claimed")
-            if owned is not None:
-                outcomes.append(self._submit(owned))
+        with self._admission:
+            for entry in waiting:
+                if self._active_runs() >= self.settings.max_concurrent_runs:
+                    break
+                owned = self.ledger.update(entry, status="claimed")
+                if owned is not None:
+                    outcomes.append(self._submit(owned))
         return outcomes
 
     def _active_runs(self, exclude: str | None = None) -> int:
         count = 0
-        for entry in self.ledger.open_entries():
+        for entry in self.ledger.open_entries(skip_status=_NOT_ACTIVE):
             if entry.key == exclude:
                 continue
             if entry.status == "claimed":

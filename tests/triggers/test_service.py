@@ -127,6 +127,35 @@ def test_over_the_limit_skip_makes_no_run_and_keeps_the_key_free(make_service, f
     assert isinstance(later, Accepted) and later.created
 
 
+def test_32_different_requests_at_once_respect_the_limit_of_one(make_service, fake_submitter):
+    # The HTTP server runs each request on its own thread: the limit must hold
+    # between them, and every request must be accepted (submitted or waiting).
+    service = make_service(MAX_CONCURRENT_RUNS="1", CONCURRENCY_POLICY="queue")
+    barrier = threading.Barrier(32)
+    outcomes, errors = [], []
+
+    def post(i: int) -> None:
+        try:
+            barrier.wait()
+            outcomes.append(service.submit_http(http({"reason": f"r{i}"}, key=f"k{i}")))
+        except Exception as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(fake_submitter.submissions) == 1
+    assert sorted(o.run.status for o in outcomes) == ["queued"] * 32
+    assert len({o.run.run_id for o in outcomes}) == 32
+    # The one that runs finishes: exactly one waiting run takes its place.
+    fake_submitter.finish(fake_submitter.submissions[0])
+    assert len(service.dispatch_waiting()) == 1
+    assert len(fake_submitter.submissions) == 2
+
+
 def test_waiting_run_can_be_canceled_before_it_starts(make_service, fake_submitter):
     service = make_service(MAX_CONCURRENT_RUNS="1")
     service.submit_http(http({}, key="a"))
