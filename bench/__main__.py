@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SUITES = ("pipeline", "imports")
+SUITES = ("pipeline", "imports", "http", "blob")
 
 
 def main() -> None:
@@ -46,6 +46,14 @@ def main() -> None:
             from bench import imports
 
             imports.main()
+        if "http" in suites:
+            from bench import http_api
+
+            http_api.main()
+        if "blob" in suites:
+            from bench import blob_detect
+
+            blob_detect.main()
     finally:
         if args.keep:
             print(f"work folder kept: {work}")

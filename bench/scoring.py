@@ -11,34 +11,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from bench.loadgen import run_load
+from bench.netutil import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"server at {url} did not become ready in {timeout:.0f} s")
 
 
 def _raw_rows(data: Path, n: int) -> list[dict]:
@@ -79,10 +59,10 @@ def main(record: dict, home: Path, data: Path, per_client: int = 300) -> None:
     run_id = record["run_id"]
     prepared = home / "runs" / run_id / "outputs" / "prep" / "prepared"
     model_name = (record.get("request") or {}).get("model_name", "porto-seguro-lgbm")
-    port = _free_port()
+    port = free_port()
     server = _start_mlflow(home, f"models:/{model_name}/{record['model_version']}", port)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/ping")
+        wait_ready(f"http://127.0.0.1:{port}/ping")
         theirs = f"http://127.0.0.1:{port}/invocations"
         headers = {"Content-Type": "application/json"}
         print(f"== scoring: ours {ours} vs mlflow models serve (model version "
