@@ -28,6 +28,12 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
     return entry.http("get_run", req)
 
 
+# Logic Apps' HTTP action polls this (the Location of a 202) until it answers 200.
+@app.route(route="runs/{run_id}/status", methods=["GET"])
+def run_status(req: func.HttpRequest) -> func.HttpResponse:
+    return entry.http("run_status", req)
+
+
 @app.route(route="runs/{run_id}/cancel", methods=["POST"])
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     return entry.http("cancel_run", req)

@@ -135,6 +135,18 @@ class Settings(BaseModel):
         description="PUBLIC_BASE_URL: base of the run links sent in notifications; in Azure "
         "defaults to https://<WEBSITE_HOSTNAME>.",
     )
+    public_base_url_configured: bool = Field(
+        False,
+        description="PUBLIC_BASE_URL or WEBSITE_HOSTNAME was set, so public_base_url is the "
+        "app's real address; otherwise links in HTTP answers follow the request's own origin.",
+    )
+    status_retry_after_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="STATUS_RETRY_AFTER_SECONDS: the Retry-After of 202 answers, i.e. how long "
+        "pollers (Logic Apps) wait between checks of GET /api/runs/{run_id}/status.",
+    )
     running_in_azure: bool = Field(
         False,
         description="Set when WEBSITE_INSTANCE_ID is present (the App Service host): callback "
@@ -178,6 +190,10 @@ class Settings(BaseModel):
                 if env.get("WEBSITE_HOSTNAME")
                 else "http://127.0.0.1:7071"
             ),
+            "public_base_url_configured": bool(
+                env.get("PUBLIC_BASE_URL") or env.get("WEBSITE_HOSTNAME")
+            ),
+            "status_retry_after_seconds": env.get("STATUS_RETRY_AFTER_SECONDS") or 30,
             "running_in_azure": bool(env.get("WEBSITE_INSTANCE_ID")),
         }
         try:
@@ -222,6 +238,7 @@ _ENV_NAMES = {
     "request_max_bytes": "REQUEST_MAX_BYTES",
     "train_data_prefix": "TRAIN_DATA_PREFIX",
     "public_base_url": "PUBLIC_BASE_URL",
+    "status_retry_after_seconds": "STATUS_RETRY_AFTER_SECONDS",
 }
 
 

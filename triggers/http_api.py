@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
@@ -104,9 +105,10 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     run = outcome.run.model_dump(mode="json")
     if outcome.note:
         run["note"] = outcome.note
-    if not outcome.created:
-        return json_response(run, 200)
-    return json_response(run, 202, {"Location": f"/api/runs/{outcome.run.run_id}"})
+    # Both answers point at the status route, so a caller following the asynchronous
+    # request-reply pattern (Logic Apps) can wait for the run either way.
+    links = _status_links(req, service.settings, outcome.run)
+    return json_response(run, 202 if outcome.created else 200, links)
 
 
 @_handles_errors
@@ -130,6 +132,23 @@ def get_run(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @_handles_errors
+def run_status(req: func.HttpRequest) -> func.HttpResponse:
+    """The status monitor of the asynchronous request-reply pattern: 202 + Location +
+    Retry-After while the run is queued or running, then 200 + the run's summary (the
+    callback's payload) for every ending. A failed or canceled run is still a status
+    request that succeeded: callers branch on `status` (docs/logic-apps.md says why)."""
+    from triggers.notify import run_link, run_summary
+
+    service = runtime.service()
+    record = service.get_run(_run_id(req))
+    if not record.terminal:
+        links = _status_links(req, service.settings, record)
+        return json_response(record.model_dump(mode="json"), 202, links)
+    run_url = run_link(record, _base_url(req, service.settings))
+    return json_response(run_summary(record, run_url=run_url))
+
+
+@_handles_errors
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     run_id = _run_id(req)
     record = runtime.service().cancel_run(run_id)
@@ -146,6 +165,32 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     from triggers.openapi import openapi_document
 
     return json_response(openapi_document())
+
+
+def _base_url(req: func.HttpRequest, settings) -> str:
+    """PUBLIC_BASE_URL (or the Azure host name) when configured, else the origin the
+    request itself came to (the local host on whatever port it listens)."""
+    if settings.public_base_url_configured:
+        return settings.public_base_url.rstrip("/")
+    parts = urlsplit(req.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _status_links(req: func.HttpRequest, settings, record) -> dict[str, str]:
+    """Location of the run's status route, and Retry-After while the run is unfinished.
+
+    Logic Apps polls Location without the custom headers of its first call, so a key
+    sent as `x-functions-key` would not reach the poll. A key that came as `?code=`
+    is already in the caller's URL and goes back into Location; a header key is never
+    copied into a URL (URLs end up in logs and run histories)."""
+    location = f"{_base_url(req, settings)}/api/runs/{record.run_id}/status"
+    code = req.params.get("code")
+    if code:
+        location += "?" + urlencode({"code": code})
+    headers = {"Location": location}
+    if not record.terminal:
+        headers["Retry-After"] = str(settings.status_retry_after_seconds)
+    return headers
 
 
 def _run_id(req: func.HttpRequest) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pipeline.runs import TERMINAL
 from pipeline.submitter import RunNotFound, SubmissionError
 from triggers.ledger import LedgerEntry
-from triggers.notify import run_summary
+from triggers.notify import run_link, run_summary
 from triggers.service import CLAIM_GRACE_S, TriggerService
 
 log = logging.getLogger("aml_trigger.monitor")
@@ -88,8 +88,7 @@ class RunMonitor:
         claimed = self.ledger.update(entry, notification={"state": "sending", "at": clock()})
         if claimed is None:
             return None
-        base = self.service.settings.public_base_url.rstrip("/")
-        run_url = record.extra.get("studio_url") or f"{base}/api/runs/{record.run_id}"
+        run_url = run_link(record, self.service.settings.public_base_url)
         delivery = self.service.notifier.send(
             entry.callback_url, run_summary(record, run_url=run_url)
         )

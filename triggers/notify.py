@@ -102,6 +102,12 @@ class Delivery:
                 "error": self.error, "at": at}  # fmt: skip
 
 
+def run_link(record: RunRecord, base_url: str) -> str:
+    """Where a person follows the run: Azure ML studio when the backend gave a link,
+    else the run in this app's API under `base_url`."""
+    return record.extra.get("studio_url") or f"{base_url.rstrip('/')}/api/runs/{record.run_id}"
+
+
 def run_summary(record: RunRecord, *, run_url: str) -> dict[str, Any]:
     gate = record.gate or {}
     return {

@@ -46,6 +46,48 @@ def _json(ref: str, description: str) -> dict[str, Any]:
     }
 
 
+def _run_summary() -> dict[str, Any]:
+    """The payload of GET /runs/{run_id}/status once a run has ended (triggers.notify's
+    run_summary, the same JSON a callback_url receives)."""
+    text, number = {"type": "string"}, {"type": "number"}
+    maybe = {"type": ["string", "null"]}
+    return {
+        "type": "object",
+        "required": ["run_id", "status", "metrics", "gate_decision", "model_version"],
+        "properties": {
+            "run_id": text,
+            "status": {"enum": ["completed", "failed", "canceled"]},
+            "trigger": text,
+            "idempotency_key": maybe,
+            "finished_at": maybe,
+            "metrics": {"type": "object", "additionalProperties": number},
+            "gate_decision": {**maybe, "description": "ChampionGate decision (promote/reject)."},
+            "gate_reasons": {"type": "array", "items": text},
+            "model_version": maybe,
+            "endpoint": {**maybe, "description": "Scoring URI of the serving endpoint."},
+            "run_url": {**text, "description": "Azure ML studio link, or this API's run."},
+            "error": {**maybe, "description": "Why the run failed."},
+        },
+    }
+
+
+def _status_headers(retry_after: bool) -> dict[str, Any]:
+    headers: dict[str, Any] = {
+        "Location": {
+            "description": "Absolute URL of GET /runs/{run_id}/status; carries `?code=` only "
+            "when the request's key came as `?code=` (pollers such as Logic Apps do not "
+            "re-send headers).",
+            "schema": {"type": "string", "format": "uri"},
+        }
+    }
+    if retry_after:
+        headers["Retry-After"] = {
+            "description": "Seconds to wait before polling Location (STATUS_RETRY_AFTER_SECONDS).",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    return headers
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed JSON (with its position).",
@@ -69,6 +111,7 @@ def openapi_document() -> dict[str, Any]:
 
     schemas = _schemas(TrainingRequest, RunRecord)
     schemas["Error"] = _error()
+    schemas["RunSummary"] = _run_summary()
     schemas["RunList"] = {
         "type": "object",
         "properties": {"runs": {"type": "array", "items": {"$ref": REF.format(model="RunRecord")}}},
@@ -115,8 +158,18 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "202": _json("RunRecord", "Run accepted; Location names it."),
-                        "200": _json("RunRecord", "Repeat: the existing run (or a dry run)."),
+                        "202": {
+                            **_json("RunRecord", "Run accepted; Location is its status."),
+                            "headers": _status_headers(retry_after=True),
+                        },
+                        "200": {
+                            **_json(
+                                "RunRecord",
+                                "Repeat: the existing run (or a dry run, "
+                                "without Location); Retry-After while it is unfinished.",
+                            ),
+                            "headers": _status_headers(retry_after=True),
+                        },
                         **_errors(400, 401, 413, 415, 422, 429, 502, 503),
                     },
                 },
@@ -138,6 +191,24 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "getRun",
                     "parameters": [run_id],
                     "responses": {"200": _json("RunRecord", "The run."), **_errors(401, 404)},
+                }
+            },
+            "/runs/{run_id}/status": {
+                "get": {
+                    "operationId": "getRunStatus",
+                    "summary": "Asynchronous request-reply status: 202 until the run ends.",
+                    "parameters": [run_id],
+                    "responses": {
+                        "202": {
+                            **_json("RunRecord", "Queued or running; poll Location again."),
+                            "headers": _status_headers(retry_after=True),
+                        },
+                        "200": _json(
+                            "RunSummary",
+                            "The run ended: completed, failed or canceled (branch on status).",
+                        ),
+                        **_errors(401, 404),
+                    },
                 }
             },
             "/runs/{run_id}/cancel": {

@@ -73,6 +73,7 @@ def test_registered_functions_are_the_contract():
         "list_runs": ("runs", ["GET"], "FUNCTION"),
         "get_run": ("runs/{run_id}", ["GET"], "FUNCTION"),
         "cancel_run": ("runs/{run_id}/cancel", ["POST"], "FUNCTION"),
+        "run_status": ("runs/{run_id}/status", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
         "openapi": ("openapi.json", ["GET"], "ANONYMOUS"),
     }
@@ -106,7 +107,7 @@ def test_http_function_called_directly(installed, fake_submitter):
     response = _user_function("submit_run")(request)
     assert response.status_code == 202
     run = json.loads(response.get_body())
-    assert response.headers["Location"] == f"/api/runs/{run['run_id']}"
+    assert response.headers["Location"] == f"http://localhost/api/runs/{run['run_id']}/status"
     got = _user_function("get_run")(
         func.HttpRequest("GET", "http://x", route_params={"run_id": run["run_id"]}, body=b"")
     )

@@ -97,7 +97,7 @@ def test_post_runs_is_202_with_location_and_a_repeat_is_200(host, fake_submitter
     first = call(host, "POST", "runs", json_body={"reason": "r"}, headers=headers)
     assert first.status_code == 202
     run_id = first.json()["run_id"]
-    assert first.headers["Location"] == f"/api/runs/{run_id}"
+    assert first.headers["Location"] == f"{host.url}/api/runs/{run_id}/status"
     again = call(host, "POST", "runs", json_body={"reason": "r"}, headers=headers)
     assert again.status_code == 200 and again.json()["run_id"] == run_id
     assert call(host, "GET", f"runs/{run_id}").json()["status"] == "queued"
