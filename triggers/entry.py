@@ -32,9 +32,18 @@ def blob_source() -> func.BlobSource:
 
 
 def http(handler_name: str, req: func.HttpRequest) -> func.HttpResponse:
-    from triggers import http_api
+    from triggers import http_api, telemetry
 
-    return getattr(http_api, handler_name)(req)
+    telemetry.setup()
+    # The function's name, never the URL: a key may ride in its query (`?code=`).
+    with telemetry.event("http", req.headers, function=handler_name, method=req.method) as span:
+        response = getattr(http_api, handler_name)(req)
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, f"HTTP {response.status_code}"))
+        return response
 
 
 def blob(stream: func.InputStream) -> None:
@@ -47,34 +56,53 @@ def blob(stream: func.InputStream) -> None:
         size=stream.length if stream.length is not None else props.get("Length"),
         uri=stream.uri,
     )
-    outcome = runtime.service().on_blob(arrival)
-    log.info("blob %s/%s: %s", container, name, _describe(outcome))
+    from triggers import telemetry
+
+    telemetry.setup()
+    with telemetry.event("blob", blob=stream.name, etag=arrival.etag, size=arrival.size):
+        outcome = runtime.service().on_blob(arrival)
+        telemetry.record_outcome(outcome)
+        log.info("blob %s/%s: %s", container, name, _describe(outcome))
 
 
 def timer(function_name: str, request: func.TimerRequest, *, now: datetime | None = None) -> None:
+    from triggers import telemetry
     from triggers.schedule import CronSchedule
 
-    service = runtime.service()
-    schedule = CronSchedule.parse(service.settings.train_schedule)
-    when = (now or datetime.now(UTC)) + _EARLY_TICK
-    tick = TimerTick(
-        function_name=function_name,
-        scheduled_at=schedule.latest_at_or_before(when),
-        past_due=bool(request.past_due),
-        schedule_status=dict(getattr(request, "schedule_status", None) or {}),
-    )
-    outcome = service.on_timer(tick)
-    log.info("timer %s (%s): %s", function_name, tick.scheduled_at.isoformat(), _describe(outcome))
+    telemetry.setup()
+    with telemetry.event("timer", function=function_name, past_due=bool(request.past_due)):
+        service = runtime.service()
+        schedule = CronSchedule.parse(service.settings.train_schedule)
+        when = (now or datetime.now(UTC)) + _EARLY_TICK
+        tick = TimerTick(
+            function_name=function_name,
+            scheduled_at=schedule.latest_at_or_before(when),
+            past_due=bool(request.past_due),
+            schedule_status=dict(getattr(request, "schedule_status", None) or {}),
+        )
+        outcome = service.on_timer(tick)
+        telemetry.record_outcome(outcome)
+        log.info(
+            "timer %s (%s): %s", function_name, tick.scheduled_at.isoformat(), _describe(outcome)
+        )
 
 
 def sweep() -> None:
+    from triggers import telemetry
+
+    telemetry.setup()
+    # One event per drop that fires (each its own trace); a quiet sweep makes none.
     for outcome in runtime.service().sweep_drops():
         log.info("drop: %s", _describe(outcome))
 
 
 def monitor() -> None:
+    from triggers import telemetry
     from triggers.monitor import RunMonitor
 
+    telemetry.setup()
+    # No event span: a tick every 30 s would be a trace every 30 s. Submissions it
+    # makes are traced (`submit`) and its log lines carry the run they are about.
     report = RunMonitor(runtime.service()).tick()
     if report.finished or report.started or report.resubmitted:
         log.info("monitor: %s", report)

@@ -18,7 +18,7 @@ from pipeline.request import TrainingRequest
 from pipeline.runs import RunRecord, run_id_for
 from pipeline.storage import Storage
 from pipeline.submitter import RunNotFound, SubmissionError, Submitter
-from triggers import policies
+from triggers import policies, telemetry
 from triggers.drops import DropBook, OpenDrop
 from triggers.events import BlobArrival, HttpSubmission, TimerTick
 from triggers.ledger import LedgerEntry, RunLedger
@@ -113,15 +113,16 @@ class TriggerService:
 
     # --- the triggers ---------------------------------------------------------------
     def submit_http(self, submission: HttpSubmission) -> Outcome:
-        request = parse_training_request(submission.body)
-        header = submission.idempotency_key
-        if header is not None and (problem := policies.check_idempotency_key(header)):
-            raise RequestError(
-                422,
-                "invalid_idempotency_key",
-                problem,
-                [{"path": "Idempotency-Key", "value": header, "message": problem}],
-            )
+        with telemetry.span("validate"):
+            request = parse_training_request(submission.body)
+            header = submission.idempotency_key
+            if header is not None and (problem := policies.check_idempotency_key(header)):
+                raise RequestError(
+                    422,
+                    "invalid_idempotency_key",
+                    problem,
+                    [{"path": "Idempotency-Key", "value": header, "message": problem}],
+                )
         today = datetime.fromtimestamp(self.clock(), UTC).date()
         key = policies.http_key(header, request.model_dump(mode="json"), today)
         return self.submit_request(request, trigger="http", idempotency_key=key)
@@ -147,8 +148,10 @@ class TriggerService:
             )
         kind = policies.classify_blob(arrival, self.rules)
         if isinstance(kind, policies.Skip):
+            telemetry.decision("blob filter", "skip", kind.reason)
             return Skipped(kind.reason)
         action = policies.blob_decision(kind, self.settings.blob_batch_mode)
+        telemetry.decision("blob filter", action, kind=kind)
         if action == "run-now":
             return self._fire_drop(arrival.container, arrival.folder, f"marker {arrival.name}")
         if action == "run-blob":
@@ -177,7 +180,10 @@ class TriggerService:
                 first_seen=drop.first_seen, last_seen=drop.last_seen, now=now
             )
             if isinstance(decision, policies.Submit):
-                outcomes.append(self._fire_drop(drop.container, drop.folder, decision.reason, drop))
+                with telemetry.event("blob", drop=f"{drop.container}/{drop.folder}"):
+                    outcome = self._fire_drop(drop.container, drop.folder, decision.reason, drop)
+                    telemetry.record_outcome(outcome)
+                outcomes.append(outcome)
         return outcomes
 
     # --- the one way to a run -------------------------------------------------------
@@ -185,6 +191,7 @@ class TriggerService:
         self, request: TrainingRequest, *, trigger: str, idempotency_key: str
     ) -> Outcome:
         run_id = run_id_for(idempotency_key)
+        telemetry.bind(run_id=run_id, trigger=trigger, idempotency_key=idempotency_key)
         if request.dry_run:
             return DryRun(run_id, self.submitter.describe(request, run_id=run_id, trigger=trigger))
         if request.callback_url:
@@ -204,13 +211,16 @@ class TriggerService:
         self, request: TrainingRequest, run_id: str, trigger: str, idempotency_key: str
     ) -> Outcome:
         canonical = request.model_dump(mode="json")
-        entry, created = self.ledger.claim(
-            idempotency_key,
-            run_id=run_id,
-            trigger=trigger,
-            request=canonical,
-            fingerprint=policies.request_fingerprint(canonical),
-        )
+        with telemetry.span("ledger claim") as claim:
+            entry, created = self.ledger.claim(
+                idempotency_key,
+                run_id=run_id,
+                trigger=trigger,
+                request=canonical,
+                fingerprint=policies.request_fingerprint(canonical),
+            )
+            claim.set_attribute("aml_trigger.created", created)
+            claim.set_attribute("aml_trigger.ledger_status", entry.status)
         if not created:
             # A client-chosen key reused for another body is the client's mistake; for
             # keys we derive (blob, timer) the key IS the event, and only details such
@@ -229,6 +239,8 @@ class TriggerService:
             limit=self.settings.max_concurrent_runs,
             policy=self.settings.concurrency_policy,
         )
+        verdict = decision if isinstance(decision, str) else type(decision).__name__.lower()
+        telemetry.decision("admit", verdict, getattr(decision, "reason", None))
         if isinstance(decision, policies.Skip):
             self.ledger.forget(entry)
             return Skipped(decision.reason)
@@ -240,9 +252,11 @@ class TriggerService:
     def _submit(self, entry: LedgerEntry) -> Accepted:
         request = TrainingRequest.model_validate_json(json.dumps(entry.request))
         try:
-            record = self.submitter.submit(
-                request, run_id=entry.run_id, trigger=entry.trigger, idempotency_key=entry.key
-            )
+            with telemetry.submitting(entry, backend=self.submitter.backend) as span:
+                record = self.submitter.submit(
+                    request, run_id=entry.run_id, trigger=entry.trigger, idempotency_key=entry.key
+                )
+                span.set_attribute("aml_trigger.run_status", record.status)
         except SubmissionError as exc:
             self.ledger.update(entry, status="failed", error=exc.message, retryable=exc.retryable)
             if not exc.retryable:
