@@ -1,0 +1,443 @@
+"""infra/azuredeploy.json, evaluated offline the way Resource Manager evaluates it.
+
+No Bicep compiler can be installed from the registries here and Azure is not
+reachable, so these tests evaluate the ARM template itself (tests/ops/arm_template.py)
+and check what a deployment would create: resource types, the real built-in role
+ids, the app settings fed through the app's own Settings, the Event Grid filter and
+the webhook aimed at the blob function that function_app.py registers.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "infra" / "azuredeploy.json"
+EXAMPLE_PARAMETERS = REPO / "infra" / "azuredeploy.parameters.example.json"
+
+_spec = importlib.util.spec_from_file_location(
+    "aml_trigger_tests_arm_template", Path(__file__).with_name("arm_template.py")
+)
+arm = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = arm  # dataclasses look the module up while the class is built
+_spec.loader.exec_module(arm)
+
+SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
+SCOPE = arm.Scope(SUBSCRIPTION, "rg-app", "westeurope")
+
+# Azure built-in role definition ids (the same in every tenant).
+AZUREML_DATA_SCIENTIST = "f6c7c914-8db3-469d-8ca1-694a8f32e121"
+STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+
+# Settings Flex Consumption rejects or manages itself (its runtime comes from
+# functionAppConfig; content shares and run-from-package do not exist there).
+FLEX_FORBIDDEN_SETTINGS = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_NODE_DEFAULT_VERSION",
+}
+
+
+def _template() -> dict:
+    return json.loads(TEMPLATE.read_text())
+
+
+def _example_parameters() -> dict:
+    raw = json.loads(EXAMPLE_PARAMETERS.read_text())["parameters"]
+    return {name: spec["value"] for name, spec in raw.items()}
+
+
+def _deploy(template: dict | None = None, **overrides):
+    params = _example_parameters()
+    params.update(overrides)
+    return arm.deploy(template or _template(), params, SCOPE)
+
+
+def _app_settings(deployment) -> dict[str, object]:
+    site = deployment.one("Microsoft.Web/sites")
+    names = [s["name"] for s in site.properties["siteConfig"]["appSettings"]]
+    assert len(names) == len(set(names)), f"duplicate app settings: {names}"
+    return {s["name"]: s["value"] for s in site.properties["siteConfig"]["appSettings"]}
+
+
+def _identity(deployment):
+    return deployment.one("Microsoft.ManagedIdentity/userAssignedIdentities")
+
+
+def _role_assignments(deployment) -> dict[str, arm.Resource]:
+    """roleDefinition GUID -> assignment."""
+    found = {}
+    for ra in deployment.of_type("Microsoft.Authorization/roleAssignments"):
+        guid = ra.properties["roleDefinitionId"].rsplit("/", 1)[1]
+        assert guid not in found, f"role {guid} assigned twice"
+        found[guid] = ra
+    return found
+
+
+# --- what gets created -----------------------------------------------------------------------
+def test_first_deployment_creates_the_app_and_its_dependencies_but_no_event_subscription():
+    deployment = _deploy()
+    types = sorted(
+        r.type for r in deployment.resources if r.type != "Microsoft.Resources/deployments"
+    )
+    assert types == sorted(
+        [
+            "Microsoft.OperationalInsights/workspaces",
+            "Microsoft.Insights/components",
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "Microsoft.Storage/storageAccounts",
+            "Microsoft.Storage/storageAccounts/blobServices",
+            "Microsoft.Storage/storageAccounts/blobServices/containers",
+            "Microsoft.Storage/storageAccounts/blobServices/containers",
+            "Microsoft.Storage/storageAccounts/blobServices/containers",
+            "Microsoft.Authorization/roleAssignments",
+            "Microsoft.Authorization/roleAssignments",
+            "Microsoft.Authorization/roleAssignments",
+            "Microsoft.MachineLearningServices/workspaces/datastores",
+            "Microsoft.Web/serverfarms",
+            "Microsoft.Web/sites",
+            "Microsoft.EventGrid/systemTopics",
+        ]
+    )
+    assert deployment.outputs["blobEventsSubscribed"] is False
+
+
+def test_function_app_is_flex_consumption_python_311_with_the_user_assigned_identity():
+    deployment = _deploy()
+    plan = deployment.one("Microsoft.Web/serverfarms")
+    assert plan.body["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    assert plan.properties["reserved"] is True  # Linux
+
+    site = deployment.one("Microsoft.Web/sites")
+    identity = _identity(deployment)
+    assert site.body["kind"] == "functionapp,linux"
+    assert site.properties["serverFarmId"] == plan.id
+    assert site.properties["httpsOnly"] is True
+    assert site.body["identity"] == {
+        "type": "UserAssigned",
+        "userAssignedIdentities": {identity.id: {}},
+    }
+    config = site.properties["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    storage = config["deployment"]["storage"]
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"] == {
+        "type": "UserAssignedIdentity",
+        "userAssignedIdentityResourceId": identity.id,
+    }
+    # The package goes to the deployment container of the app's own storage account.
+    account = deployment.one("Microsoft.Storage/storageAccounts")
+    assert str(storage["value"]).startswith(f"{{{{reference({account.id}, ")
+    assert str(storage["value"]).endswith(".primaryEndpoints.blob}}app-package-aml-trigger-contoso")
+
+
+def test_storage_has_the_incoming_deployment_and_dead_letter_containers_all_private():
+    deployment = _deploy(incomingContainer="drops")
+    containers = {
+        c.name.split("/")[-1]: c
+        for c in deployment.of_type("Microsoft.Storage/storageAccounts/blobServices/containers")
+    }
+    assert set(containers) == {"drops", "app-package-aml-trigger-contoso", "eventgrid-deadletter"}
+    assert all(c.properties["publicAccess"] == "None" for c in containers.values())
+    account = deployment.one("Microsoft.Storage/storageAccounts")
+    assert account.properties["allowBlobPublicAccess"] is False
+    assert account.properties["minimumTlsVersion"] == "TLS1_2"
+    # The app reads AzureWebJobsStorage as a connection string (ledger, blob listing).
+    assert account.properties["allowSharedKeyAccess"] is True
+
+
+def test_application_insights_sends_to_the_log_analytics_workspace():
+    deployment = _deploy()
+    insights = deployment.one("Microsoft.Insights/components")
+    logs = deployment.one("Microsoft.OperationalInsights/workspaces")
+    assert insights.properties["WorkspaceResourceId"] == logs.id
+    settings = _app_settings(deployment)
+    assert str(settings["APPLICATIONINSIGHTS_CONNECTION_STRING"]) == (
+        f"{{{{reference({insights.id}, 2020-02-02).ConnectionString}}}}"
+    )
+
+
+# --- roles ------------------------------------------------------------------------------------
+def test_identity_gets_exactly_the_built_in_roles_it_needs_on_the_narrowest_scopes():
+    deployment = _deploy()
+    identity = _identity(deployment)
+    account = deployment.one("Microsoft.Storage/storageAccounts")
+    principal = f"{{{{reference({identity.id}, 2023-01-31).principalId}}}}"
+    roles = _role_assignments(deployment)
+    assert set(roles) == {AZUREML_DATA_SCIENTIST, STORAGE_BLOB_DATA_READER, STORAGE_BLOB_DATA_OWNER}
+
+    for guid, ra in roles.items():
+        assert ra.properties["roleDefinitionId"] == (
+            f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+        )
+        assert str(ra.properties["principalId"]) == principal
+        # ServicePrincipal: no directory lookup, so a brand-new identity is accepted at once.
+        assert ra.properties["principalType"] == "ServicePrincipal"
+
+    containers = f"{account.id}/blobServices/default/containers"
+    scope_of = {
+        guid: ra.id.split("/providers/Microsoft.Authorization/")[0] for guid, ra in roles.items()
+    }
+    assert scope_of[STORAGE_BLOB_DATA_READER] == f"{containers}/incoming"
+    assert scope_of[STORAGE_BLOB_DATA_OWNER] == f"{containers}/app-package-aml-trigger-contoso"
+    assert scope_of[AZUREML_DATA_SCIENTIST] == (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml/providers/"
+        "Microsoft.MachineLearningServices/workspaces/mlw-contoso"
+    )
+
+
+def test_workspace_role_and_datastore_go_to_the_workspace_subscription_and_group():
+    other = "99999999-8888-7777-6666-555555555555"
+    deployment = _deploy(amlSubscriptionId=other, amlResourceGroup="ml-prod", amlWorkspaceName="w1")
+    ra = _role_assignments(deployment)[AZUREML_DATA_SCIENTIST]
+    assert (ra.subscription_id, ra.resource_group) == (other, "ml-prod")
+    assert ra.id.startswith(
+        f"/subscriptions/{other}/resourceGroups/ml-prod/providers/"
+        "Microsoft.MachineLearningServices/workspaces/w1/providers/"
+    )
+    datastore = deployment.one("Microsoft.MachineLearningServices/workspaces/datastores")
+    assert (datastore.subscription_id, datastore.resource_group) == (other, "ml-prod")
+    assert datastore.name == "w1/incoming"
+    # Identity-based: no account key or SAS is stored in the workspace.
+    assert datastore.properties["credentials"] == {"credentialsType": "None"}
+    assert datastore.properties["datastoreType"] == "AzureBlob"
+    assert datastore.properties["accountName"] == "amltriggercontoso"
+    assert datastore.properties["containerName"] == "incoming"
+    # The storage account stays where the template creates it.
+    assert datastore.properties["subscriptionId"] == SUBSCRIPTION
+    assert datastore.properties["resourceGroup"] == "rg-app"
+
+
+def test_datastore_registration_can_be_left_out():
+    deployment = _deploy(registerDatastore=False)
+    assert deployment.of_type("Microsoft.MachineLearningServices/workspaces/datastores") == []
+    assert AZUREML_DATA_SCIENTIST in _role_assignments(deployment)
+
+
+# --- app settings -----------------------------------------------------------------------------
+class _RecordingEnv(dict):
+    """An environment that remembers which names the app asked for."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: set[str] = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def _as_environment(settings: dict[str, object]) -> dict[str, str]:
+    """Runtime values become the strings Azure would put there (keys stay fake)."""
+    env = {}
+    for name, value in settings.items():
+        text = str(value)
+        if "listKeys(" in text:
+            text = text.split("AccountKey=")[0] + "AccountKey=ZmFrZQ=="
+        env[name] = text
+    return env
+
+
+def test_app_settings_are_accepted_by_the_apps_own_settings_as_an_azure_ml_deployment():
+    settings = _app_settings(_deploy(blobPrefix="daily/", trainSchedule="0 30 1 * * *"))
+    env = _RecordingEnv(_as_environment(settings))
+    parsed = Settings.from_env(env)
+    assert parsed.pipeline_backend == "aml"
+    assert parsed.missing_for_aml() == []
+    assert parsed.storage_kind == "azure"
+    assert parsed.blob_trigger_source == "EventGrid"
+    assert (parsed.aml_subscription_id, parsed.aml_resource_group, parsed.aml_workspace) == (
+        SUBSCRIPTION,
+        "rg-ml",
+        "mlw-contoso",
+    )
+    assert (parsed.aml_compute, parsed.aml_pipeline_component) == (
+        "cpu-cluster",
+        "aml_trigger_training",
+    )
+    assert (parsed.incoming_container, parsed.blob_prefix, parsed.train_schedule) == (
+        "incoming",
+        "daily/",
+        "0 30 1 * * *",
+    )
+    # Every setting is one the app, azure-identity or the Functions host reads: a typo'd
+    # name would silently leave the app on its default.
+    read_elsewhere = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "AZURE_CLIENT_ID"}
+    assert set(settings) - env.asked - read_elsewhere == set()
+    assert not set(settings) & FLEX_FORBIDDEN_SETTINGS
+
+
+def test_credentials_come_from_the_deployment_never_from_parameters():
+    deployment = _deploy()
+    settings = _app_settings(deployment)
+    account = deployment.one("Microsoft.Storage/storageAccounts")
+    identity = _identity(deployment)
+    assert settings["AzureWebJobsStorage"] == (
+        "DefaultEndpointsProtocol=https;AccountName=amltriggercontoso;"
+        "EndpointSuffix=core.windows.net;"
+        f"AccountKey={{{{listKeys({account.id}, 2023-05-01).keys[0].value}}}}"
+    )
+    # DefaultAzureCredential picks the user-assigned identity by this client id.
+    assert (
+        str(settings["AZURE_CLIENT_ID"]) == f"{{{{reference({identity.id}, 2023-01-31).clientId}}}}"
+    )
+
+    template = _template()
+    for name, spec in template["parameters"].items():
+        assert "list" not in json.dumps(spec.get("defaultValue", "")).lower(), name
+        assert spec["type"].lower() not in ("securestring", "secureobject"), name
+    for name, value in deployment.outputs.items():
+        assert "listKeys" not in str(value), f"output {name} exposes a key"
+    assert "AccountKey" not in EXAMPLE_PARAMETERS.read_text()
+
+
+def test_additional_app_settings_are_added_but_cannot_override_managed_ones():
+    settings = _app_settings(
+        _deploy(
+            additionalAppSettings={
+                "BLOB_BATCH_MODE": "marker",
+                "MAX_CONCURRENT_RUNS": 2,
+                "BLOB_TRIGGER_SOURCE": "LogsAndContainerScan",
+            }
+        )
+    )
+    assert settings["BLOB_BATCH_MODE"] == "marker"
+    assert settings["MAX_CONCURRENT_RUNS"] == "2"  # app settings are strings
+    # Flex Consumption only has the Event Grid source; the template keeps it.
+    assert settings["BLOB_TRIGGER_SOURCE"] == "EventGrid"
+    parsed = Settings.from_env(_as_environment(settings))
+    assert (parsed.blob_batch_mode, parsed.max_concurrent_runs) == ("marker", 2)
+
+
+# --- Event Grid -> blob trigger ---------------------------------------------------------------
+def _blob_function(env: dict[str, str]) -> tuple[str, dict]:
+    """The blob-triggered function as the Functions host indexes function_app.py."""
+    code = (
+        "import json, function_app\n"
+        "for f in function_app.app.get_functions():\n"
+        "    spec = json.loads(f.get_function_json())\n"
+        "    if any(b['type'] == 'blobTrigger' for b in spec['bindings']):\n"
+        "        print(json.dumps([f.get_function_name(), spec]))\n"
+    )
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("BLOB_")}
+    run_env.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=run_env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, f"expected one blob-triggered function, got {lines}"
+    name, spec = json.loads(lines[0])
+    return name, next(b for b in spec["bindings"] if b["type"] == "blobTrigger")
+
+
+def test_event_subscription_delivers_blob_created_in_the_incoming_container_to_the_blob_function():
+    deployment = _deploy(subscribeBlobEvents=True)
+    settings = _as_environment(_app_settings(deployment))
+    function_name, binding = _blob_function(
+        {k: settings[k] for k in ("BLOB_TRIGGER_SOURCE", "INCOMING_CONTAINER")}
+    )
+    # The host reads the container and the connection from the settings the template sets.
+    assert binding["source"] == "EventGrid"
+    assert binding["path"] == "%INCOMING_CONTAINER%/{name}"
+    assert binding["connection"] in settings
+
+    topic = deployment.one("Microsoft.EventGrid/systemTopics")
+    account = deployment.one("Microsoft.Storage/storageAccounts")
+    assert topic.properties == {
+        "source": account.id,
+        "topicType": "Microsoft.Storage.StorageAccounts",
+    }
+    assert topic.body["location"] == account.body["location"]
+
+    sub = deployment.one("Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    assert sub.name.startswith(topic.name + "/")
+    assert sub.properties["filter"] == {
+        "includedEventTypes": ["Microsoft.Storage.BlobCreated"],
+        "subjectBeginsWith": "/blobServices/default/containers/incoming/blobs/",
+    }
+    destination = sub.properties["destination"]
+    assert destination["endpointType"] == "WebHook"
+    site = deployment.one("Microsoft.Web/sites")
+    # The host name and the blobs_extension system key exist only in Azure: stand-ins
+    # replace exactly those two deploy-time values before the URL is parsed.
+    host = f"{{{{reference({site.id}, 2024-04-01).defaultHostName}}}}"
+    key = f"{{{{listKeys({site.id}/host/default, 2024-04-01).systemKeys.blobs_extension}}}}"
+    endpoint = destination["properties"]["endpointUrl"]
+    url = urlsplit(endpoint.replace(host, "app.example").replace(key, "KEY"))
+    assert (url.scheme, url.netloc, url.path) == ("https", "app.example", "/runtime/webhooks/blobs")
+    assert parse_qs(url.query) == {
+        "functionName": [f"Host.Functions.{function_name}"],
+        "code": ["KEY"],
+    }
+    # Undeliverable events are kept, not dropped.
+    assert sub.properties["deadLetterDestination"]["properties"] == {
+        "resourceId": account.id,
+        "blobContainerName": "eventgrid-deadletter",
+    }
+    assert deployment.outputs["blobEventsSubscribed"] is True
+
+
+def test_event_filter_follows_the_container_and_prefix():
+    deployment = _deploy(subscribeBlobEvents=True, incomingContainer="drops", blobPrefix="daily/")
+    sub = deployment.one("Microsoft.EventGrid/systemTopics/eventSubscriptions")
+    assert sub.properties["filter"]["subjectBeginsWith"] == (
+        "/blobServices/default/containers/drops/blobs/daily/"
+    )
+    settings = _app_settings(deployment)
+    assert (settings["INCOMING_CONTAINER"], settings["BLOB_PREFIX"]) == ("drops", "daily/")
+
+
+# --- the checker itself rejects what Resource Manager would reject ----------------------------
+def test_a_misspelt_parameter_reference_is_rejected_with_its_location():
+    template = _template()
+    broken = copy.deepcopy(template)
+    text = json.dumps(broken).replace("parameters('amlCompute')", "parameters('amlComptue')")
+    with pytest.raises(arm.TemplateError, match=r"amlComptue.*not defined"):
+        arm.deploy(json.loads(text), _example_parameters(), SCOPE)
+
+
+def test_a_dependency_on_a_resource_outside_the_template_is_rejected():
+    template = _template()
+    template["resources"][1]["dependsOn"].append(
+        "[resourceId('Microsoft.OperationalInsights/workspaces', 'elsewhere')]"
+    )
+    with pytest.raises(arm.TemplateError, match=r"dependsOn.*elsewhere"):
+        arm.deploy(template, _example_parameters(), SCOPE)
+
+
+def test_an_invalid_parameter_value_is_rejected_naming_the_parameter():
+    with pytest.raises(arm.TemplateError, match=r"parameter incomingContainer: shorter than 3"):
+        _deploy(incomingContainer="in")
+    with pytest.raises(arm.TemplateError, match=r"parameter instanceMemoryMB: 1024 is not one of"):
+        _deploy(instanceMemoryMB=1024)
+    with pytest.raises(arm.TemplateError, match=r"amlCompute has no value"):
+        params = _example_parameters()
+        del params["amlCompute"]
+        arm.deploy(_template(), params, SCOPE)
+
+
+def test_example_parameters_name_only_declared_parameters():
+    declared = set(_template()["parameters"])
+    assert set(_example_parameters()) <= declared
+    required = {n for n, s in _template()["parameters"].items() if "defaultValue" not in s}
+    assert required <= set(_example_parameters())
