@@ -13,8 +13,10 @@ import copy
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -441,3 +443,38 @@ def test_example_parameters_name_only_declared_parameters():
     assert set(_example_parameters()) <= declared
     required = {n for n, s in _template()["parameters"].items() if "defaultValue" not in s}
     assert required <= set(_example_parameters())
+
+
+# --- the code package docs/infra.md deploys -------------------------------------------------
+PACKAGE = ["function_app.py", "host.json", "requirements.txt", "triggers", "pipeline", "steps"]
+
+
+def test_documented_package_holds_everything_the_function_app_imports(tmp_path):
+    docs = (REPO / "docs" / "infra.md").read_text()
+    assert f"git archive --format=zip -o app.zip HEAD {' '.join(PACKAGE)}" in docs
+    for entry in PACKAGE:
+        source = REPO / entry
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / entry, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / entry)
+    # -S: no site hooks, so the editable install cannot supply modules the package lacks.
+    site_packages = sysconfig.get_paths()["purelib"]
+    code = (
+        "import sys, function_app, triggers.runtime, pipeline.backends, pipeline.aml_submitter\n"
+        "names = [f.get_function_name() for f in function_app.app.get_functions()]\n"
+        f"outside = [m for m, mod in sys.modules.items() if (getattr(mod, '__file__', '') or '')"
+        f".startswith({str(REPO) + '/'!r}) and {'/.venv/'!r} not in mod.__file__]\n"
+        "print(json.dumps({'names': names, 'outside': outside}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "import json\n" + code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{site_packages}", "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["outside"] == []
+    assert "incoming_blob" in report["names"]
