@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import uuid
 
@@ -72,13 +71,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.settings import Settings, SettingsError
+    from triggers import telemetry
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
+        # LOG_FORMAT=json: one JSON object per line; the ids of the run on each line.
+        telemetry.configure_logging()
+        mode = telemetry.configure_tracing()
         settings = Settings.from_env()
-    except SettingsError as exc:
+    except (telemetry.TelemetryError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     import os
@@ -121,6 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"blob {blob.name}: watching container {blob.container!r}", file=sys.stderr)
         for name in host.index.disabled:
             print(f"disabled: {name}", file=sys.stderr)
+        if mode != "off":
+            print(f"traces: {mode}", file=sys.stderr)
 
     host.serve_forever(ready=announce)
     print("stopped", file=sys.stderr)

@@ -257,6 +257,8 @@ class TriggerService:
                     request, run_id=entry.run_id, trigger=entry.trigger, idempotency_key=entry.key
                 )
                 span.set_attribute("aml_trigger.run_status", record.status)
+                log.info("run %s submitted (%s backend, %s)", record.run_id,
+                         self.submitter.backend, record.status)  # fmt: skip
         except SubmissionError as exc:
             self.ledger.update(entry, status="failed", error=exc.message, retryable=exc.retryable)
             if not exc.retryable:

@@ -47,6 +47,7 @@ _run_id: ContextVar[str | None] = ContextVar("aml_trigger_run_id", default=None)
 _trigger: ContextVar[str | None] = ContextVar("aml_trigger_trigger", default=None)
 _key: ContextVar[str | None] = ContextVar("aml_trigger_idempotency_key", default=None)
 _event_span: ContextVar[trace.Span | None] = ContextVar("aml_trigger_event_span", default=None)
+_collector: ContextVar[dict[str, str] | None] = ContextVar("aml_trigger_collector", default=None)
 _VARS = {"run_id": _run_id, "trigger": _trigger, "idempotency_key": _key}
 
 # Event kinds that arrive from outside (requests in Application Insights); the
@@ -81,13 +82,17 @@ def current_ids() -> dict[str, str]:
 
 def bind(**ids: str | None) -> None:
     """Set run_id / trigger / idempotency_key for the rest of the current event (the
-    event resets them when it ends) and put them on the event's span."""
-    for name, value in ids.items():
-        if value is not None:
-            _VARS[name].set(value)
+    event resets them when it ends) and put them on the event's span. Outside an
+    event (a direct service call) nothing would reset them: then it does nothing."""
     span = _event_span.get()
-    if span is not None:
-        _set_attributes(span, {ATTR + k: v for k, v in ids.items()})
+    if span is None:
+        return
+    known = {name: value for name, value in ids.items() if value is not None}
+    for name, value in known.items():
+        _VARS[name].set(value)
+    if (collected := _collector.get()) is not None:
+        collected.update(known)
+    _set_attributes(span, {ATTR + k: v for k, v in known.items()})
 
 
 @contextmanager
@@ -99,6 +104,18 @@ def scoped(**ids: str | None) -> Iterator[None]:
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+@contextmanager
+def collect() -> Iterator[dict[str, str]]:
+    """The ids an event inside the block binds, for a line logged after it ended
+    (the local host's access log is written once the function has returned)."""
+    collected: dict[str, str] = {}
+    token = _collector.set(collected)
+    try:
+        yield collected
+    finally:
+        _collector.reset(token)
 
 
 _factory_lock = threading.Lock()
@@ -216,6 +233,12 @@ def _configure(env: Mapping[str, str]) -> str:
         # and attaches the host's trace context to each invocation: a second set-up
         # here would export everything twice.
         return "functions-worker"
+    exporter = (env.get("OTEL_TRACES_EXPORTER") or "none").strip().lower()
+    if exporter not in ("console", "none"):
+        raise TelemetryError(
+            f"OTEL_TRACES_EXPORTER must be 'console' or 'none' (got {exporter!r}); "
+            "set APPLICATIONINSIGHTS_CONNECTION_STRING to export to Application Insights"
+        )
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return "preconfigured"
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
@@ -223,7 +246,6 @@ def _configure(env: Mapping[str, str]) -> str:
     if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
         _configure_azure_monitor(env)
         return "azure-monitor"
-    exporter = (env.get("OTEL_TRACES_EXPORTER") or "none").strip().lower()
     if exporter == "console":
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
@@ -232,11 +254,6 @@ def _configure(env: Mapping[str, str]) -> str:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
         trace.set_tracer_provider(provider)
         return "console"
-    if exporter != "none":
-        raise TelemetryError(
-            f"OTEL_TRACES_EXPORTER must be 'console' or 'none' (got {exporter!r}); "
-            "set APPLICATIONINSIGHTS_CONNECTION_STRING to export to Application Insights"
-        )
     return "off"
 
 
@@ -351,6 +368,8 @@ def event(
         )
     tokens = [(var, var.set(None)) for var in (_run_id, _key)]
     tokens.append((_trigger, _trigger.set(trigger)))
+    if (collected := _collector.get()) is not None:
+        collected["trigger"] = trigger
     kind = SpanKind.SERVER if trigger in _SERVER_KINDS else SpanKind.CONSUMER
     with _tracer().start_as_current_span(
         f"event {trigger}",

@@ -142,12 +142,16 @@ class _Handler(BaseHTTPRequestHandler):
             route_params=found,
             body=body,
         )
-        try:
-            response = function.call(request)
-        except Exception:
-            log.exception("function %s raised", function.name)
-            return self._error(500, "internal_error", "the function failed; see the host log")
-        self._write(response)
+        from triggers import telemetry
+
+        with telemetry.collect() as ids:
+            try:
+                response = function.call(request)
+            except Exception:
+                log.exception("function %s raised", function.name)
+                return self._error(500, "internal_error", "the function failed; see the host log")
+        with telemetry.scoped(**ids):  # the access log line names the run too
+            self._write(response)
 
     def _drain(self, length: int) -> None:
         if 0 < length <= HOST_BODY_LIMIT:
