@@ -139,9 +139,10 @@ def with_retries(fn, retries: int, say, deadline: float):
 
 def refusal(status: int, payload: dict, base: str) -> str:
     if status == 401:
+        # A key of one function would not open the other routes: a host key opens all.
         return (
-            f"the function key was refused (HTTP 401): set {KEY_ENV} to a function key of the "
-            "app (az functionapp function keys list ... --function-name submit_run, or a host key)"
+            f"the function key was refused (HTTP 401): set {KEY_ENV} to a host key of the "
+            "app (az functionapp keys list -g <rg> -n <app> --query functionKeys.default)"
         )
     if status == 404:
         return f"HTTP 404 from {base}: {_message(payload)} (is --url the Function App's base URL?)"
