@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pipeline.runs import TERMINAL
 from pipeline.submitter import RunNotFound, SubmissionError
+from triggers import telemetry
 from triggers.ledger import LedgerEntry
 from triggers.notify import run_link, run_summary
 from triggers.service import CLAIM_GRACE_S, TriggerService
@@ -42,7 +43,11 @@ class RunMonitor:
         report = MonitorReport()
         for entry in self.ledger.open_entries():
             if entry.status == "submitted":
-                self._follow(entry, report)
+                # Its lines (poll failures, callback results) name the run they are about.
+                with telemetry.scoped(
+                    run_id=entry.run_id, trigger=entry.trigger, idempotency_key=entry.key
+                ):
+                    self._follow(entry, report)
             elif entry.status == "canceled":
                 self.ledger.close(entry.key)
         for outcome in self.service.recover(grace_s=self.grace_s):

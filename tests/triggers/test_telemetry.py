@@ -226,6 +226,17 @@ def test_blob_and_timer_log_lines_name_their_run(spans, installed, put, records)
     assert timer_line.idempotency_key.startswith("timer:scheduled_retrain@")
 
 
+def test_monitor_lines_about_a_run_name_it(spans, installed, fake_submitter, records):
+    closed = _free_port()  # nothing listens: the callback fails
+    response = _post({"callback_url": f"http://127.0.0.1:{closed}/cb?sig=S1"}, key="mon-1")
+    run_id = json.loads(response.get_body())["run_id"]
+    fake_submitter.finish(run_id, "completed")
+    entry.monitor()
+    failed = [r for r in records if r.getMessage().startswith(f"callback for run {run_id}")]
+    assert failed and (failed[0].run_id, failed[0].idempotency_key) == (run_id, "http:mon-1")
+    assert failed[0].trigger == "http"
+
+
 def test_text_format_appends_ids_and_log_format_is_checked():
     record = logging.LogRecord("aml_trigger.x", logging.INFO, __file__, 1, "hello %s", ("y",), None)
     record.run_id, record.trigger = "run-1", "http"
