@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SUITES = ("pipeline", "imports", "http", "blob")
+SUITES = ("pipeline", "imports", "http", "blob", "batch")
 
 
 def main() -> None:
@@ -54,6 +54,10 @@ def main() -> None:
             from bench import blob_detect
 
             blob_detect.main()
+        if "batch" in suites:
+            from bench import batch_score
+
+            batch_score.main(args.rows, args.seed, work / "batch")
     finally:
         if args.keep:
             print(f"work folder kept: {work}")

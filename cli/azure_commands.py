@@ -105,10 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import publish
+    from pipeline.publish import BATCH_PIPELINE_YAML, publish
 
     def run(settings: Any) -> int:
-        result = publish(settings, progress=lambda m: print(m, file=sys.stderr))
+        result = publish(
+            settings,
+            extra_pipelines=(BATCH_PIPELINE_YAML,),  # `aml-trigger score --azure` runs it
+            progress=lambda m: print(m, file=sys.stderr),
+        )
         if args.json:
             print(
                 json.dumps(

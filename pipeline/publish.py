@@ -19,7 +19,7 @@ import hashlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,19 @@ _log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_DIR = Path(__file__).resolve().parent
 PIPELINE_YAML = PIPELINE_DIR / "training_pipeline.yaml"
+# Batch scoring (steps/batch_score.py): published beside the training pipeline by
+# `aml-trigger publish`; its jobs are submitted with `aml-trigger score --azure`.
+BATCH_PIPELINE_YAML = PIPELINE_DIR / "batch_scoring_pipeline.yaml"
 ENVIRONMENT_YAML = PIPELINE_DIR / "environment" / "environment.yaml"
 
 # What decides whether the published pipeline differs: its definition and the code
 # the steps run. Paths are relative to the repo root.
-_HASHED = ("pipeline/training_pipeline.yaml", "pipeline/components", "pipeline/environment")
+_HASHED = (
+    "pipeline/training_pipeline.yaml",
+    "pipeline/batch_scoring_pipeline.yaml",
+    "pipeline/components",
+    "pipeline/environment",
+)
 _HASHED_CODE = ("steps",)
 
 
@@ -58,9 +66,10 @@ class PublishResult:
 
     @property
     def pipeline_component(self) -> str:
-        """The AML_PIPELINE_COMPONENT value a trigger submits."""
-        last = next(a for a in reversed(self.assets) if a.kind == "pipeline component")
-        return f"{last.name}:{last.version}"
+        """The AML_PIPELINE_COMPONENT value a trigger submits (the training pipeline,
+        published first; extra pipelines such as batch scoring follow it)."""
+        first = next(a for a in self.assets if a.kind == "pipeline component")
+        return f"{first.name}:{first.version}"
 
     @property
     def created(self) -> list[Published]:
@@ -97,12 +106,15 @@ def publish(
     credential: Any = None,
     transport: Any = None,
     pipeline_yaml: Path = PIPELINE_YAML,
+    extra_pipelines: Sequence[Path] = (),
     environment_yaml: Path = ENVIRONMENT_YAML,
     root: Path = REPO_ROOT,
     progress: Callable[[str], None] | None = None,
     **client_kwargs: Any,
 ) -> PublishResult:
-    """Register what is missing; return every asset with whether it was created."""
+    """Register what is missing; return every asset with whether it was created.
+    `extra_pipelines` (e.g. BATCH_PIPELINE_YAML) share the environment, the code
+    snapshot and any command component the training pipeline already registered."""
     from azure.ai.ml import load_component, load_environment
 
     say = progress or _log.info
@@ -144,28 +156,29 @@ def publish(
     ensure("environment", client.environments, environment)
     environment_ref = f"azureml:{environment.name}:{version}"
 
-    doc = yaml.safe_load(Path(pipeline_yaml).read_text(encoding="utf-8"))
     registered: dict[Path, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         code: str | Path = code_snapshot(root, Path(tmp) / "code")
-        for node in doc["jobs"].values():
-            source = (Path(pipeline_yaml).parent / node["component"]).resolve()
-            if source not in registered:
-                component = load_component(source)
-                component.environment = environment_ref
-                # One code snapshot for all steps: uploaded with the first component
-                # (or found by its hash), then referenced by id.
-                component.code = str(code)
-                done = ensure("component", client.components, component)
-                code = _code_id(done) or code
-                registered[source] = f"azureml:{component.name}:{version}"
-            node["component"] = registered[source]
-        # The nodes now name registered components, so the YAML no longer needs its
-        # folder; the SDK reads it from a copy.
-        resolved = Path(tmp) / Path(pipeline_yaml).name
-        resolved.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        pipeline = load_component(resolved)
-        ensure("pipeline component", client.components, pipeline)
+        for source_yaml in (pipeline_yaml, *extra_pipelines):
+            doc = yaml.safe_load(Path(source_yaml).read_text(encoding="utf-8"))
+            for node in doc["jobs"].values():
+                source = (Path(source_yaml).parent / node["component"]).resolve()
+                if source not in registered:
+                    component = load_component(source)
+                    component.environment = environment_ref
+                    # One code snapshot for all steps: uploaded with the first component
+                    # (or found by its hash), then referenced by id.
+                    component.code = str(code)
+                    done = ensure("component", client.components, component)
+                    code = _code_id(done) or code
+                    registered[source] = f"azureml:{component.name}:{version}"
+                node["component"] = registered[source]
+            # The nodes now name registered components, so the YAML no longer needs its
+            # folder; the SDK reads it from a copy.
+            resolved = Path(tmp) / Path(source_yaml).name
+            resolved.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+            pipeline = load_component(resolved)
+            ensure("pipeline component", client.components, pipeline)
     return result
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,19 +61,31 @@ def read_part(path: Path, name: str):
     """One part as a DataFrame, or StepError saying why the file is not readable data."""
     import pandas as pd
 
+    with readable_part(path, name):
+        if path.name.lower().endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, low_memory=False)
+
+
+@contextmanager
+def readable_part(path: Path, name: str) -> Iterator[None]:
+    """Check the file's first bytes, then map what a reader raises inside the block to
+    a StepError naming the file (batch scoring reads parts in chunks under it)."""
+    import pandas as pd
+
     lower = path.name.lower()
     try:
         if lower.endswith(".parquet"):
             with path.open("rb") as handle:
                 if handle.read(4) != b"PAR1":
                     raise StepError(f"{name}: not a Parquet file (no PAR1 header)")
-            return pd.read_parquet(path)
-        opener = gzip.open if lower.endswith(".gz") else open
-        with opener(path, "rb") as handle:
-            head = handle.read(65536)
-        if b"\x00" in head or not _is_text(head):
-            raise StepError(f"{name}: not a CSV text file (binary content)")
-        return pd.read_csv(path, low_memory=False)
+        else:
+            opener = gzip.open if lower.endswith(".gz") else open
+            with opener(path, "rb") as handle:
+                head = handle.read(65536)
+            if b"\x00" in head or not _is_text(head):
+                raise StepError(f"{name}: not a CSV text file (binary content)")
+        yield
     except StepError:
         raise
     except (gzip.BadGzipFile, EOFError) as exc:
