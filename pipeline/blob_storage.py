@@ -67,6 +67,27 @@ class BlobStorage:
         except ResourceNotFoundError:
             return  # no container yet: nothing has arrived
 
+    def walk(self, container: str, prefix: str = "") -> tuple[list[BlobInfo], list[str]]:
+        """One level under `prefix`: its blobs, and its sub-folders (virtual, ending in
+        '/'). Listing by folder costs one entry per sub-folder instead of one per
+        blob below it, which is what lets a watcher skip folders it has finished."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.storage.blob import BlobPrefix
+
+        blobs: list[BlobInfo] = []
+        folders: list[str] = []
+        try:
+            for item in self._container(container).walk_blobs(
+                name_starts_with=prefix or None, delimiter="/"
+            ):
+                if isinstance(item, BlobPrefix):
+                    folders.append(item.name)
+                else:
+                    blobs.append(_info(container, item))
+        except ResourceNotFoundError:
+            pass  # no container yet: nothing has arrived
+        return blobs, folders
+
     def get_blob(self, container: str, name: str) -> BlobInfo | None:
         from azure.core.exceptions import ResourceNotFoundError
 

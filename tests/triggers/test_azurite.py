@@ -117,3 +117,62 @@ def test_blob_trigger_on_azurite_makes_one_run_per_drop(azurite, home, fake_subm
     # The marker's event delivered again (as Event Grid may): the same run.
     outcome = service.on_blob(BlobArrival(container=container, name="drops/z/_SUCCESS"))
     assert isinstance(outcome, Accepted) and not outcome.created
+
+
+class _CountingWalks:
+    """The real BlobStorage, noting which folders a scan lists."""
+
+    def __init__(self, storage: BlobStorage) -> None:
+        self._storage = storage
+        self.walked: list[str] = []
+
+    def walk(self, container: str, prefix: str = ""):
+        self.walked.append(prefix)
+        return self._storage.walk(container, prefix)
+
+    def __getattr__(self, name):
+        return getattr(self._storage, name)
+
+
+def test_finished_drop_folders_are_not_listed_again_so_old_data_does_not_slow_detection(
+    azurite, home, fake_submitter
+):
+    container = f"in-{uuid.uuid4().hex[:12]}"
+    env = {"AML_TRIGGER_HOME": str(home), "AzureWebJobsStorage": azurite,
+           "INCOMING_CONTAINER": container, "MAX_CONCURRENT_RUNS": "10"}  # fmt: skip
+    settings = Settings.from_env(env)
+    runtime.install(runtime.build_service(settings, submitter=fake_submitter))
+    real = BlobStorage.from_connection_string(azurite)
+    for drop in ("old-1", "old-2"):
+        for i in range(3):
+            real.put_blob(container, f"drops/{drop}/part-{i}.csv", b"a,b\n1,2\n")
+        real.put_blob(container, f"drops/{drop}/_SUCCESS", b"")
+    real.put_blob(container, "drops/open/part-0.csv", b"a,b\n1,2\n")  # no marker yet
+    storage = _CountingWalks(real)
+    blobs = index_app(function_app.app, app_settings(settings, env)).blobs
+    watcher = BlobWatcher(blobs, storage, home / "host", marker_name="_SUCCESS")
+    try:
+        assert len(watcher.scan().fired) == 9
+        storage.walked.clear()
+        assert watcher.scan().fired == []
+        # Finished drops are skipped; the root, drops/ and the unfinished drop are listed.
+        assert sorted(storage.walked) == ["", "drops/", "drops/open/"]
+
+        real.put_blob(container, "drops/new/part-0.csv", b"a,b\n1,2\n")
+        real.put_blob(container, "drops/new/_SUCCESS", b"")
+        assert sorted(watcher.scan().fired) == ["drops/new/_SUCCESS", "drops/new/part-0.csv"]
+        real.put_blob(container, "drops/open/_SUCCESS", b"")
+        assert watcher.scan().fired == ["drops/open/_SUCCESS"]
+
+        # A rewrite inside a finished folder is found by the periodic full pass.
+        real.put_blob(container, "drops/old-1/part-0.csv", b"a,b\n3,4\n")
+        assert watcher.scan().fired == []
+        watcher.full_scan_every_s = 0
+        assert watcher.scan().fired == ["drops/old-1/part-0.csv"]
+    finally:
+        watcher.close()
+        runtime.reset()
+    submitted = sorted(fake_submitter.get(r).request["data"] for r in fake_submitter.submissions)
+    # One run per finished drop; the rewritten part opens a new drop of old-1 that the
+    # service runs after its quiet window (not in this test's time).
+    assert submitted == ["drops/new/", "drops/old-1/", "drops/old-2/", "drops/open/"]

@@ -13,9 +13,12 @@ function once per blob version, retry failures, then give up with a poison recor
   container of any size costs one stat per folder; a full pass every few minutes
   catches files rewritten in place. Blob storage has no such signal, so a scan
   lists the container (under BLOB_PREFIX) and compares against receipts held in
-  memory (a set lookup per blob): its cost grows with the listing (about 0.4 s per
-  1,000 blobs with azure-storage-blob); in Azure the EventGrid source replaces
-  scanning altogether.
+  memory. Listing is done folder by folder ('/' delimiter), and a leaf folder whose
+  blobs have all fired and that is finished (it holds the drop marker, or nothing
+  in it changed for SETTLE_AFTER_S) is not listed again until the next full pass:
+  a scan then costs one entry per folder, not one per blob, so old drops do not
+  slow the detection of new ones. Blobs kept at the container's root (no folders)
+  are listed on every scan. In Azure the EventGrid source replaces scanning.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ log = logging.getLogger("aml_trigger.host.blobs")
 
 POISON_THRESHOLD = 5
 FULL_SCAN_EVERY_S = 300.0
+SETTLE_AFTER_S = 600.0
 
 
 class Receipts:
@@ -111,6 +115,8 @@ class BlobWatcher:
         threshold: int = POISON_THRESHOLD,
         full_scan_every_s: float = FULL_SCAN_EVERY_S,
         prefix: str = "",
+        marker_name: str | None = None,
+        settle_after_s: float = SETTLE_AFTER_S,
     ) -> None:
         self.functions = functions
         self.storage = storage
@@ -125,6 +131,10 @@ class BlobWatcher:
         self._dir_mtimes: dict[Path, int] = {}
         self._subdirs: dict[Path, list[Path]] = {}
         self._last_full = 0.0
+        # Blob storage: leaf folders known to be finished (see the module docstring).
+        self.marker_name = marker_name
+        self.settle_after_s = settle_after_s
+        self._settled_folders: set[tuple[str, str]] = set()
 
     def scan(self) -> ScanReport:
         report = ScanReport()
@@ -154,7 +164,10 @@ class BlobWatcher:
     def _changed(self, container: str, full: bool) -> Iterator[BlobInfo]:
         root = getattr(self.storage, "root", None)
         if self.storage.kind != "folder" or root is None:
-            yield from self.storage.list_blobs(container, self.prefix)
+            if hasattr(self.storage, "walk"):
+                yield from self._walk_folders(container, full)
+            else:
+                yield from self.storage.list_blobs(container, self.prefix)
             return
         base = Path(root) / container
         if not base.is_dir():
@@ -184,6 +197,40 @@ class BlobWatcher:
                         yield info
             self._subdirs[folder] = subdirs
             stack.extend(subdirs)
+
+    def _walk_folders(self, container: str, full: bool) -> Iterator[BlobInfo]:
+        if full:
+            self._settled_folders = {f for f in self._settled_folders if f[0] != container}
+        # A prefix that is not a whole folder ("drops/2026") is listed as given.
+        stack = [self.prefix]
+        while stack:
+            folder = stack.pop()
+            if (container, folder) in self._settled_folders:
+                continue
+            blobs, subfolders = self.storage.walk(container, folder)
+            stack.extend(reversed(subfolders))
+            yield from blobs  # the caller offers each before the generator resumes
+            if folder != self.prefix and not subfolders and self._finished(container, blobs):
+                self._settled_folders.add((container, folder))
+
+    def _finished(self, container: str, blobs: list[BlobInfo]) -> bool:
+        """Every blob fired (or is not for any function), and the folder is complete:
+        it holds the marker, or nothing in it changed for settle_after_s."""
+        if not blobs:
+            return False
+        for blob in blobs:
+            for function in self.functions:
+                if (
+                    function.container == container
+                    and function.pattern.fullmatch(blob.name)
+                    and not self.receipts.settled(function.name, blob.name, blob.etag)
+                ):
+                    return False
+        marked = self.marker_name is not None and any(
+            b.name.rsplit("/", 1)[-1] == self.marker_name for b in blobs
+        )
+        newest = max(b.last_modified for b in blobs)
+        return marked or time.time() - newest >= self.settle_after_s
 
     # --- calling the function -------------------------------------------------------
     def _offer(self, function: BlobFunction, blob: BlobInfo, report: ScanReport) -> None:

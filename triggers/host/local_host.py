@@ -89,6 +89,7 @@ class LocalHost:
                 state_dir,
                 threshold=int(threshold),
                 prefix=settings.blob_prefix,
+                marker_name=settings.blob_marker_name,
             )
         self.blob_interval_s = blob_interval_s
         self._stop = threading.Event()
