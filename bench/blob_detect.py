@@ -107,7 +107,9 @@ def _measure(settings, old_blobs: int, trials: int) -> dict[str, float]:
 def _settings(home: Path, connection: str | None):
     from pipeline.settings import Settings
 
-    env = {"AML_TRIGGER_HOME": str(home)}
+    # Room for every trial's run, so each is submitted rather than queued behind
+    # the first (the paused dispatcher never finishes one).
+    env = {"AML_TRIGGER_HOME": str(home), "MAX_CONCURRENT_RUNS": "64"}
     if connection:
         env["AzureWebJobsStorage"] = connection
     return Settings.from_env(env)

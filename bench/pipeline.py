@@ -154,14 +154,16 @@ def baselines(record: dict, home: Path) -> None:
     prepared = _output(home, run_id, "prep", "prepared")
     summary = json.loads((_output(home, run_id, "train", "model") / "summary.json").read_text())
     step = next(s for s in record["steps"] if s["name"] == "train")
-    lgb = _baseline("lightgbm", prepared)
-    hgb = _baseline("sklearn", prepared, "--rounds", str(lgb["rounds"]))
+    rounds = summary.get("rounds_trained") or summary["best_iteration"]
+    lgb = _baseline("lightgbm", prepared, "--rounds", str(rounds))
+    hgb = _baseline("sklearn", prepared, "--rounds", str(rounds))
     print("== train step vs baselines (same prepared Parquet, same parameters, same run)")
     _line(
         "train step (its process)",
         step["duration_s"],
         step.get("peak_rss_mb"),
-        f"{summary['best_iteration']} best round, valid AUC {summary['valid_auc']:.4f}",
+        f"fit {summary['train_seconds']:.2f} s, {rounds} rounds "
+        f"(best {summary['best_iteration']}), valid AUC {summary['valid_auc']:.4f}",
     )
     for label, res in (("bare lightgbm.train", lgb), ("sklearn HistGradientBoosting", hgb)):
         _line(

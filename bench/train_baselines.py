@@ -1,8 +1,9 @@
 """Training baselines, each run as its own process like the train step is:
 
-  lightgbm  a bare `lightgbm.train` on the same Parquet with the same parameters
-            (steps.train.lightgbm_params) and the same early stopping: what the train
-            step costs over the library itself (MLflow logging, model saving, imports).
+  lightgbm  a bare `lightgbm.train` on the same Parquet, loaded the same way, with the
+            same parameters (steps.train.lightgbm_params) for as many rounds as the
+            step trained: what the train step costs over the library itself (MLflow
+            logging, model saving, its imports).
   sklearn   scikit-learn's HistGradientBoostingClassifier on the same splits, same
             leaves / learning rate / min leaf / L2, for as many rounds as LightGBM used.
 
@@ -25,39 +26,36 @@ def _peak_rss_mb() -> float:
 
 
 def bare_lightgbm(prepared, rounds: int | None) -> dict:
+    """The step's own data loading and parameters, `rounds` boosting rounds (the
+    number the step trained, so both do the same work), nothing else."""
     import lightgbm as lgb
-    import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     from steps.params import TrainParams
-    from steps.prepared import load_dataset, split_path
+    from steps.prepared import load_dataset, load_split
     from steps.train import lightgbm_params
 
     dataset = load_dataset(prepared)
-    target = dataset.config.target_column
-    frames = {s: pd.read_parquet(split_path(prepared, s)) for s in ("train", "valid", "test")}
     params = TrainParams()
-    y = frames["train"][target]
-    config = lightgbm_params(params, int(y.sum()), int(len(y) - y.sum()))
+    x_train, y_train = load_split(prepared, "train", dataset)
+    x_valid, y_valid = load_split(prepared, "valid", dataset)
+    config = lightgbm_params(params, int(y_train.sum()), int(len(y_train) - y_train.sum()))
     categorical = dataset.categorical_features() or "auto"
-    train_set = lgb.Dataset(
-        frames["train"][dataset.features], label=y, categorical_feature=categorical
-    )
-    valid_set = lgb.Dataset(
-        frames["valid"][dataset.features], label=frames["valid"][target], reference=train_set
-    )
-    callbacks = [lgb.early_stopping(params.early_stopping_rounds, verbose=False)]
+    kwargs = {"feature_name": dataset.features, "categorical_feature": categorical}
+    train_set = lgb.Dataset(x_train, label=y_train, **kwargs)
+    valid_set = lgb.Dataset(x_valid, label=y_valid, reference=train_set, **kwargs)
+    callbacks = [] if rounds else [lgb.early_stopping(params.early_stopping_rounds, verbose=False)]
     t0 = time.perf_counter()
     booster = lgb.train(
         config,
         train_set,
         num_boost_round=rounds or params.num_boost_round,
         valid_sets=[valid_set],
-        callbacks=callbacks if not rounds else [],
+        callbacks=callbacks,
     )
     fit = time.perf_counter() - t0
-    test = frames["test"]
-    auc = roc_auc_score(test[target], booster.predict(test[dataset.features]))
+    x_test, y_test = load_split(prepared, "test", dataset)
+    auc = roc_auc_score(y_test, booster.predict(x_test))
     return {"fit_s": fit, "rounds": booster.current_iteration(), "test_auc": auc}
 
 
