@@ -329,6 +329,9 @@ class _Run:
 def summarize(summaries: Mapping[str, dict[str, Any]], inputs: Mapping[str, Any]) -> dict[str, Any]:
     """The run's key figures from the steps' summary.json files (the contract keys)."""
     results: dict[str, Any] = {"extra": {"summaries": dict(summaries)}}
+    selection = (summaries.get("select_best") or {}).get("selection")
+    if selection:
+        results["extra"]["sweep"] = selection  # every candidate's figures and the winner
     evaluation = summaries.get("evaluate") or {}
     metrics = evaluation.get("metrics") or {}
     results["metrics"] = {

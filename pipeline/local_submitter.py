@@ -25,6 +25,7 @@ from pipeline.run_store import RunStore
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
 from pipeline.submitter import RunNotFound, SubmissionError
 from pipeline.worker import execute_run, process_alive, process_identity, worker_alive
+from steps.candidates import share_cores
 
 INTERRUPTED = "interrupted: the worker process died"
 
@@ -214,6 +215,9 @@ class LocalSubmitter:
             },
         )
         inputs["data_location"] = location
+        # Candidates train side by side on this one machine: each gets its share of the
+        # cores (on Azure ML every slot has a node and num_threads stays as asked).
+        inputs.update(share_cores(inputs, os.cpu_count() or 1))
         if dataset_config is not None:
             config = Path(dataset_config).resolve()
             if not config.is_file():

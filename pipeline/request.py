@@ -11,8 +11,15 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from steps.candidates import (
+    MAX_CANDIDATES,
+    TrainOverrides,
+    candidate_params,
+    changed,
+    format_overrides,
+)
 from steps.params import DeployTarget, GateKpis, SplitParams, TrainParams
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
@@ -30,6 +37,13 @@ class TrainingRequest(BaseModel):
         "no `..`, no URL: data from other containers or accounts is refused.",
     )
     params: TrainParams = Field(default_factory=TrainParams, description="LightGBM parameters.")
+    candidates: list[TrainOverrides] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        max_length=MAX_CANDIDATES,
+        description=f"Up to {MAX_CANDIDATES} parameter sets trained side by side, each the "
+        '`params` fields it changes, e.g. [{"num_leaves": 31}, {"num_leaves": 127}]; the '
+        "best by validation AUC goes on to the gate. Empty: `params` alone.",
+    )
     split: SplitParams = Field(default_factory=SplitParams, description="Data split settings.")
     gate: GateKpis = Field(default_factory=GateKpis, description="ChampionGate KPIs.")
     model_name: str = Field(
@@ -68,6 +82,23 @@ class TrainingRequest(BaseModel):
     @classmethod
     def _data_inside_container(cls, value: str) -> str:
         return normalize_data_prefix(value)
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct_candidates(cls, value: list, info: ValidationInfo) -> list:
+        # Compared as the parameters they train with: {} and {"num_leaves": 31} are the
+        # same candidate when params.num_leaves is 31, and training it twice is waste.
+        base = info.data.get("params") or TrainParams()
+        seen: dict[str, int] = {}
+        for index, candidate in enumerate(value):
+            key = candidate_params(base, changed(candidate)).model_dump_json()
+            if key in seen:
+                raise ValueError(
+                    f"candidates[{index}] trains the same parameters as "
+                    f"candidates[{seen[key]}]; each candidate must differ"
+                )
+            seen[key] = index
+        return value
 
     @field_validator("compute")
     @classmethod
@@ -112,6 +143,7 @@ class TrainingRequest(BaseModel):
         """
         inputs: dict[str, Any] = {"training_data": data_uri}
         inputs.update(self.params.model_dump())
+        inputs.update(self.candidate_inputs())
         inputs.update(self.split.model_dump())
         inputs.update(self.gate.model_dump())
         inputs.update(
@@ -123,6 +155,15 @@ class TrainingRequest(BaseModel):
             run_key=shell_safe(lineage.get("run_key", "")),
             code_version=lineage.get("code_version", "dev"),
         )
+        return inputs
+
+    def candidate_inputs(self) -> dict[str, Any]:
+        """candidate_count and one overrides string per train slot (slot 0 trains
+        `params` as they are when no candidates are given)."""
+        texts = [format_overrides(c) for c in self.candidates] or [""]
+        inputs: dict[str, Any] = {"candidate_count": len(texts)}
+        for slot in range(MAX_CANDIDATES):
+            inputs[f"candidate_{slot}"] = texts[slot] if slot < len(texts) else ""
         return inputs
 
 

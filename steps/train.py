@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steps._cli import StepParser, run_step, validated, write_json
+from steps._cli import StepError, StepParser, run_step, validated, write_json
+from steps.candidates import parse_overrides
 from steps.dataset import ResolvedDataset
 from steps.params import TrainParams
 from steps.prepared import load_dataset, load_split
@@ -122,7 +123,11 @@ def input_example(prepared: Path, dataset: ResolvedDataset):
     return (complete if len(complete) >= 3 else frame.fillna(0.0)).head(5)
 
 
-def train(prepared: Path, params: TrainParams, out: Path) -> dict[str, Any]:
+def train(
+    prepared: Path, params: TrainParams, out: Path, *, candidate: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fit, log to MLflow, save the model under out/model and out/summary.json.
+    `candidate` (slot, overrides) is kept in the summary and tagged on the MLflow run."""
     from steps.tracking import configure_tracking
 
     configure_tracking()
@@ -143,6 +148,8 @@ def train(prepared: Path, params: TrainParams, out: Path) -> dict[str, Any]:
     }
     with mlflow.start_run() as run:
         mlflow.log_params({**params.model_dump(), **{f"lgb_{k}": v for k, v in config.items()}})
+        if candidate is not None:
+            mlflow.set_tags({"candidate_slot": candidate["slot"]})
         mlflow.log_params(
             {
                 "features": len(dataset.features),
@@ -169,6 +176,8 @@ def train(prepared: Path, params: TrainParams, out: Path) -> dict[str, Any]:
             "train_seconds": round(seconds, 3),
             "model_uri": info.model_uri,
         }
+        if candidate is not None:
+            summary["candidate"] = candidate
     write_json(out / "summary.json", summary)
     return summary
 
@@ -190,19 +199,43 @@ def _parser() -> argparse.ArgumentParser:
             "--" + name.replace("_", "-"), dest=name, type=kind, required=True,
             help=f"{field.description} (default in requests: {field.default})",
         )  # fmt: skip
+    parser.add_argument("--slot", type=int, default=0, help="Candidate slot (0-based).")
+    parser.add_argument(
+        "--candidate-count", type=int, default=1, help="Candidates in the run (1-4)."
+    )
+    parser.add_argument(
+        "--overrides",
+        default="",
+        help="This slot's candidate, e.g. num_leaves=63,learning_rate=0.1",
+    )
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.slot >= args.candidate_count:
+        # A train slot the run has no candidate for: done before any heavy import.
+        write_json(args.out / "summary.json", unused_slot_summary(args.slot, args.candidate_count))
+        print(f"train: slot {args.slot} unused ({args.candidate_count} candidate(s))",
+              file=sys.stderr)  # fmt: skip
+        return
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as exc:
+        raise StepError(f"--overrides: {exc}") from None
     values = {name: getattr(args, name) for name in TrainParams.model_fields}
-    params = validated(TrainParams, values)
-    summary = train(args.prepared, params, args.out)
+    params = validated(TrainParams, {**values, **overrides})
+    candidate = {"slot": args.slot, "overrides": overrides}
+    summary = train(args.prepared, params, args.out, candidate=candidate)
     print(
         f"train: valid AUC {summary['valid_auc']:.4f} at round {summary['best_iteration']} "
         f"({summary['train_seconds']:.1f} s), run {summary['mlflow_run_id']}",
         file=sys.stderr,
     )
+
+
+def unused_slot_summary(slot: int, count: int) -> dict[str, Any]:
+    return {"skipped": True, "candidate": {"slot": slot}, "reason": f"{count} candidate(s)"}
 
 
 def main(argv: list[str] | None = None) -> int:

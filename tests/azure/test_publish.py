@@ -8,7 +8,12 @@ from azure.ai.ml import load_component
 from pipeline.publish import PIPELINE_YAML, publish, publish_version
 from pipeline.settings import Settings
 
-NODES = ["prep", "train", "score_champion", "evaluate", "register", "deploy", "smoke_test"]
+NODES = [
+    "prep", "train", "train_1", "train_2", "train_3", "score_champion", "select_best",
+    "evaluate", "register", "deploy", "smoke_test",
+]  # fmt: skip
+# Each command component is registered once; the train slots share aml_trigger_train.
+COMPONENTS = [n for n in NODES if not n.startswith("train_")]
 
 
 def test_every_component_and_the_pipeline_load_with_the_sdk():
@@ -82,7 +87,7 @@ def test_first_publish_creates_environment_components_and_pipeline(
     puts = fake_azure.requests("PUT")
     assert [p.path.split("/workspaces/ws-ml/")[1] for p in puts] == [
         f"environments/aml-trigger-steps/versions/{version}",
-        *[f"components/aml_trigger_{n}/versions/{version}" for n in NODES],
+        *[f"components/aml_trigger_{n}/versions/{version}" for n in COMPONENTS],
         f"components/aml_trigger_training/versions/{version}",
     ]
     env = puts[0].json()["properties"]
@@ -94,9 +99,12 @@ def test_first_publish_creates_environment_components_and_pipeline(
         assert spec["code"] == f"azureml:{workspace}"  # one snapshot, found by its hash
     pipeline_spec = puts[-1].json()["properties"]["componentSpec"]
     for node, job in pipeline_spec["jobs"].items():
-        assert job["componentId"].endswith(f"/components/aml_trigger_{node}/versions/{version}")
+        component = "train" if node.startswith("train_") else node
+        assert job["componentId"].endswith(
+            f"/components/aml_trigger_{component}/versions/{version}"
+        )
     assert result.pipeline_component == f"aml_trigger_training:{version}"
-    assert len(result.created) == 9
+    assert len(result.created) == 10
     assert not fake_azure.unrouted, [u.url for u in fake_azure.unrouted]
 
 

@@ -47,8 +47,11 @@ def test_submit_puts_one_pipeline_job_from_the_registered_component(submitter, f
     assert literal["run_key"] == key
     assert literal["data_location"] == "incoming/drops/2026-11-22/"
     assert literal["code_version"] == "3"  # lineage: the component version that runs
-    expected = set(request.pipeline_inputs(data_uri="x", lineage={}))
-    assert set(inputs) == expected
+    # Empty strings (the unused candidate slots here) are left off the wire by the SDK;
+    # the pipeline component's default "" applies to them.
+    unused = {f"candidate_{slot}" for slot in range(4)}
+    assert set(inputs) == set(request.pipeline_inputs(data_uri="x", lineage={})) - unused
+    assert literal["candidate_count"] == "1"
     assert body["tags"] == {
         "team": "risk",
         "aml_trigger.trigger": "blob",
@@ -65,6 +68,30 @@ def test_submit_puts_one_pipeline_job_from_the_registered_component(submitter, f
     assert record.extra["compute"] == "cpu-cluster"
     assert record.request["data"] == "drops/2026-11-22/"
     assert not fake_azure.unrouted
+
+
+def test_submit_carries_the_candidates_as_pipeline_inputs(submitter, fake_azure, wire):
+    fake_azure.on("PUT", r"/jobs/[^/?]+\?", wire.echo_job())
+    request = TrainingRequest(
+        params={"num_boost_round": 500},
+        candidates=[{"num_leaves": 15}, {"num_leaves": 63, "learning_rate": 0.1}, {}],
+    )
+    run_id = run_id_for("http:sweep")
+
+    record = submitter.submit(request, run_id=run_id, trigger="http")
+
+    inputs = fake_azure.sent[0].json()["properties"]["inputs"]
+    literal = {k: v["value"] for k, v in inputs.items() if v["jobInputType"] == "literal"}
+    assert literal["candidate_count"] == "3"
+    assert literal["candidate_0"] == "num_leaves=15"
+    assert literal["candidate_1"] == "learning_rate=0.1,num_leaves=63"
+    # Slot 2 trains `params` unchanged, slot 3 is unused: both ride on the default "".
+    assert "candidate_2" not in inputs and "candidate_3" not in inputs
+    assert literal["num_boost_round"] == "500"
+    assert literal["num_threads"] == "0"  # on Azure ML every slot has a node of its own
+    assert record.request["candidates"] == [
+        {"num_leaves": 15}, {"learning_rate": 0.1, "num_leaves": 63}, {},
+    ]  # fmt: skip
 
 
 def test_repeat_submit_after_409_returns_the_existing_job(submitter, fake_azure, wire):

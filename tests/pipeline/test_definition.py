@@ -21,7 +21,11 @@ from pipeline.request import TrainingRequest
 from steps.params import GateKpis, SplitParams, TrainParams
 
 COMPONENTS = sorted((PIPELINE_YAML.parent / "components").glob("*.yaml"))
-NODES = ["prep", "train", "score_champion", "evaluate", "register", "deploy", "smoke_test"]
+TRAIN_SLOTS = ["train", "train_1", "train_2", "train_3"]
+NODES = [
+    "prep", *TRAIN_SLOTS, "score_champion", "select_best",
+    "evaluate", "register", "deploy", "smoke_test",
+]  # fmt: skip
 
 
 def test_every_yaml_file_loads_with_the_azure_ml_sdk():
@@ -32,7 +36,8 @@ def test_every_yaml_file_loads_with_the_azure_ml_sdk():
         component = load_component(source=path)
         names[path.stem] = component.name
     assert names["training_pipeline"] == "aml_trigger_training"
-    assert {names[n] for n in NODES} == {f"aml_trigger_{n}" for n in NODES}
+    steps = [n for n in NODES if n not in TRAIN_SLOTS[1:]]
+    assert {names[n] for n in steps} == {f"aml_trigger_{n}" for n in steps}
     pipeline = load_component(source=PIPELINE_YAML)
     assert list(pipeline.jobs) == NODES
 
@@ -82,7 +87,7 @@ def test_node_component_inputs_repeat_the_pipeline_defaults_and_bounds():
         assert component["code"] == "../..", node
         assert component["environment"]["conda_file"] == "../environment/conda.yaml", node
         for name, binding in job["inputs"].items():
-            if binding.startswith("${{parent.inputs."):
+            if isinstance(binding, str) and binding.startswith("${{parent.inputs."):
                 parent = pipeline["inputs"][binding[len("${{parent.inputs.") : -2]]
                 mine = component["inputs"][name]
                 for key in ("type", "default", "min", "max", "enum"):
@@ -99,10 +104,16 @@ def test_real_pipeline_order_and_dependencies():
     definition = load_pipeline()
     assert definition.order() == NODES
     deps = {n: set(definition.nodes[n].depends_on) for n in NODES}
-    assert deps["train"] == {"prep"} and deps["score_champion"] == {"prep"}
-    assert deps["evaluate"] == {"prep", "train", "score_champion"}
+    assert all(deps[slot] == {"prep"} for slot in TRAIN_SLOTS)  # run side by side
+    assert deps["score_champion"] == {"prep"}
+    assert deps["select_best"] == set(TRAIN_SLOTS)
+    # The gate and the registry see only the winner.
+    assert deps["evaluate"] == {"prep", "select_best", "score_champion"}
+    assert deps["register"] == {"select_best", "evaluate"}
     assert deps["smoke_test"] == {"deploy", "prep"}
-    assert definition.dependents("train") == {"evaluate", "register", "deploy", "smoke_test"}
+    assert definition.dependents("train") == {
+        "select_best", "evaluate", "register", "deploy", "smoke_test",
+    }  # fmt: skip
 
 
 def _outputs(definition, root: Path):
@@ -125,7 +136,8 @@ def test_argv_follows_the_step_contract_and_drops_the_absent_optional_config(tmp
     assert with_config[with_config.index("--dataset-config") + 1] == "/c/ds.yaml"
 
     evaluate = definition.argv("evaluate", inputs, outputs)
-    assert evaluate[evaluate.index("--model") + 1] == str(tmp_path / "out" / "train" / "model")
+    winner = str(tmp_path / "out" / "select_best" / "model")
+    assert evaluate[evaluate.index("--model") + 1] == winner
     assert evaluate[evaluate.index("--gate-metric") + 1] == "auc"
 
     register = definition.argv("register", inputs, outputs)
