@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="A training, split or gate parameter, or model_name/endpoint_name "
         "(repeatable), e.g. --param num_boost_round=200.",
+    )
+    run.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE...]",
+        help="A training candidate (repeatable, up to 4): the training parameters it "
+        "changes, e.g. --candidate num_leaves=31 --candidate num_leaves=127,learning_rate=0.1. "
+        "They train side by side; the best by validation AUC goes on to the gate.",
     )
     run.add_argument(
         "--deploy",
@@ -80,10 +90,10 @@ def accepted_param_keys() -> list[str]:
 
 
 def build_request(
-    params: list[str], *, deploy: str, experiment: str
+    params: list[str], *, deploy: str, experiment: str, candidates: Sequence[str] = ()
 ) -> Any:  # -> pipeline.request.TrainingRequest
-    """A TrainingRequest from `--param KEY=VALUE` strings; ParamError names the key,
-    the value and what is accepted."""
+    """A TrainingRequest from `--param KEY=VALUE` and `--candidate K=V,...` strings;
+    ParamError names the flag, the value and what is accepted."""
     from pydantic import ValidationError
 
     from pipeline.request import TrainingRequest
@@ -111,8 +121,10 @@ def build_request(
             model(**groups[group])
     except ValidationError as exc:
         raise ParamError(_describe(exc, groups)) from None
+    overrides = parse_candidates(candidates)
     try:
         return TrainingRequest(
+            candidates=overrides,
             params=TrainParams(**groups["params"]),
             split=SplitParams(**groups["split"]),
             gate=GateKpis(**groups["gate"]),
@@ -122,6 +134,22 @@ def build_request(
         )
     except ValidationError as exc:
         raise ParamError(_describe(exc, groups)) from None
+
+
+def parse_candidates(texts: Sequence[str]) -> list[dict[str, Any]]:
+    """`--candidate` values as TrainingRequest.candidates; ParamError names the one at fault."""
+    from steps.candidates import MAX_CANDIDATES, parse_overrides
+
+    if len(texts) > MAX_CANDIDATES:
+        raise ParamError(f"--candidate given {len(texts)} times; at most {MAX_CANDIDATES}")
+    parsed = []
+    for number, text in enumerate(texts, start=1):
+        try:
+            parsed.append(parse_overrides(text))
+        except ValueError as exc:
+            message = str(exc).removeprefix("overrides: ")
+            raise ParamError(f"--candidate #{number} {text!r}: {message}") from None
+    return parsed
 
 
 def _convert(key: str, raw: str, annotation: Any) -> Any:
@@ -146,6 +174,9 @@ def _convert(key: str, raw: str, annotation: Any) -> Any:
 def _describe(exc: Any, groups: dict[str, dict[str, Any]]) -> str:
     parts = []
     for err in exc.errors():
+        if err["loc"] and err["loc"][0] == "candidates":
+            parts.append(f"--candidate: {err['msg'].removeprefix('Value error, ')}")
+            continue
         key = str(err["loc"][-1]) if err["loc"] else "?"
         value = next((g[key] for g in groups.values() if key in g), err.get("input"))
         flag = f"--{key}" if key in {"experiment", "deploy_target"} else f"--param {key}"
@@ -174,7 +205,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.submitter import SubmissionError
 
     try:
-        request = build_request(args.param, deploy=args.deploy, experiment=args.experiment)
+        request = build_request(
+            args.param, deploy=args.deploy, experiment=args.experiment, candidates=args.candidate
+        )
     except ParamError as exc:
         return _fail(str(exc))
     if not args.data.is_dir():
@@ -343,6 +376,21 @@ def _result(record: Any) -> str:
     return " ".join(parts)
 
 
+def _candidate_lines(sweep: dict[str, Any]) -> list[str]:
+    """Every candidate's validation figure, the winner marked (only when there were several)."""
+    candidates = sweep.get("candidates") or []
+    if len(candidates) < 2:
+        return []
+    lines = [f"candidates ({sweep.get('metric', 'valid_auc')}, the best goes to the gate):"]
+    for entry in candidates:
+        mark = "*" if entry.get("slot") == sweep.get("winner") else " "
+        value = entry.get("valid_auc")
+        figure = f"{value:.4f}" if isinstance(value, int | float) else "-"
+        changes = ",".join(f"{k}={v}" for k, v in (entry.get("overrides") or {}).items())
+        lines.append(f"  {mark} slot {entry.get('slot')}  {figure}  {changes or '(params)'}")
+    return lines
+
+
 def format_run(record: Any, *, logs: bool = False) -> str:
     """A run as a human reads it: steps with durations, then what came out.
     `logs` lists every step's log file (show); otherwise only failed steps' logs."""
@@ -359,6 +407,7 @@ def format_run(record: Any, *, logs: bool = False) -> str:
                 lines.append(f"      error: {step.error}")
             if step.log_path and (logs or step.status == "failed"):
                 lines.append(f"      log: {step.log_path}")
+    lines.extend(_candidate_lines(record.extra.get("sweep") or {}))
     if record.metrics:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items())
         lines.append(f"metrics (test split): {shown}")

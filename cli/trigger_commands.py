@@ -51,6 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="A training, split or gate parameter, or model_name/endpoint_name (repeatable).",
     )
     submit.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE...]",
+        help="A training candidate (repeatable, up to 4): the training parameters it "
+        "changes, e.g. --candidate num_leaves=31 --candidate num_leaves=127,learning_rate=0.1. "
+        "They train side by side; the best by validation AUC goes on to the gate.",
+    )
+    submit.add_argument(
         "--deploy",
         choices=["local", "none", "aci", "aks"],
         default="local",
@@ -137,7 +146,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from triggers.validation import RequestError, validate_training_request
 
     try:
-        base = build_request(args.param, deploy=args.deploy, experiment=args.experiment)
+        base = build_request(
+            args.param, deploy=args.deploy, experiment=args.experiment, candidates=args.candidate
+        )
         body = base.model_dump(mode="json")
         body.update(data=args.data, reason=args.reason, dry_run=args.dry_run)
         if args.callback_url:

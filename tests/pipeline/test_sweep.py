@@ -13,6 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from cli.pipeline_commands import format_run
 from pipeline.definition import PIPELINE_YAML, load_pipeline
 from pipeline.local_executor import LocalExecutor
 from pipeline.request import TrainingRequest
@@ -112,6 +113,23 @@ def test_thread_share_never_asks_for_more_threads_than_cores_allow():
     assert thread_share(2, 2) == 1
     assert thread_share(3, 2) == 1  # at least one each
     assert thread_share(4, 16) == 4
+
+
+def test_the_cli_takes_candidates_and_names_the_one_at_fault():
+    from cli.pipeline_commands import ParamError, build_request
+
+    request = build_request(
+        ["num_boost_round=50"], deploy="none", experiment="x",
+        candidates=["num_leaves=15", "num_leaves=63,learning_rate=0.1"],
+    )  # fmt: skip
+    assert request.candidate_inputs()["candidate_1"] == "learning_rate=0.1,num_leaves=63"
+    assert request.params.num_boost_round == 50
+    with pytest.raises(ParamError, match=r"--candidate #2 'num_leaves=1': .*greater than or equal"):
+        build_request([], deploy="none", experiment="x", candidates=["seed=1", "num_leaves=1"])
+    with pytest.raises(ParamError, match=r"--candidate: candidates\[1\] trains the same"):
+        build_request([], deploy="none", experiment="x", candidates=["", "num_leaves=31"])
+    with pytest.raises(ParamError, match="given 5 times; at most 4"):
+        build_request([], deploy="none", experiment="x", candidates=[f"seed={i}" for i in range(5)])
 
 
 # -- the steps -----------------------------------------------------------------------
@@ -277,6 +295,9 @@ def test_local_executor_trains_the_slots_side_by_side_and_the_gate_sees_only_the
     sweep = record.extra["sweep"]
     assert sweep["winner"] == 1
     assert [c["valid_auc"] for c in sweep["candidates"]] == [0.61, 0.66, 0.64, 0.59]
+    shown = format_run(record)
+    assert "candidates (valid_auc, the best goes to the gate):" in shown
+    assert "  * slot 1  0.6600  (params)" in shown and "    slot 0  0.6100" in shown
 
 
 @pytest.mark.slow
