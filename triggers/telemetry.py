@@ -62,8 +62,10 @@ class TelemetryError(ValueError):
 # --- secrets ---------------------------------------------------------------------------
 _URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)\?[^\s#'\"<>]+")
 _KEY_VALUE = re.compile(
-    r"(?i)\b(AccountKey|SharedAccessKey|SharedAccessSignature|sig|code|"
-    r"x-functions-key|Authorization)(\s*[=:]\s*['\"]?)(?!<redacted>)[^\s;&'\",}]+"
+    r"(?i)(\b(?:AccountKey|SharedAccessKey|SharedAccessSignature)="  # connection strings
+    r"|[?&](?:sig|code)="  # a SAS or a function key in a query without its URL
+    r"|\b(?:x-functions-key|Authorization)\s*[:=]\s*['\"]?(?:Bearer |SharedKey |Basic )?)"
+    r"(?!<redacted>)[^\s;&'\",}]+"
 )
 
 
@@ -71,7 +73,7 @@ def redact(text: str) -> str:
     """`text` without URL query strings and key=value secrets."""
     if "?" in text:
         text = _URL_QUERY.sub(r"\1?<redacted>", text)
-    return _KEY_VALUE.sub(r"\1\2<redacted>", text)
+    return _KEY_VALUE.sub(r"\1<redacted>", text)
 
 
 # --- log context -----------------------------------------------------------------------

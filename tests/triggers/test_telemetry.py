@@ -263,10 +263,12 @@ def test_redaction_of_urls_keys_and_connection_strings():
     text = telemetry.redact(
         "POST https://prod.logic.azure.com/workflows/x/run?api-version=1&sig=abc123 failed; "
         "conn DefaultEndpointsProtocol=https;AccountName=a;AccountKey=S3cr3t==;"
-        " header x-functions-key: k1 and ?code=k2"
+        " header x-functions-key: k1 and /api/runs?code=k2, Authorization: Bearer t0k3n;"
+        " status code: 502 (Idempotency-Key order-42)"
     )
-    for secret in ("abc123", "S3cr3t", "k1", "k2"):
+    for secret in ("abc123", "S3cr3t", "k1", "k2", "t0k3n"):
         assert secret not in text
+    assert text.endswith("status code: 502 (Idempotency-Key order-42)")  # not secrets
     assert "https://prod.logic.azure.com/workflows/x/run?<redacted>" in text
     assert "AccountName=a" in text  # only the secret part goes
 
