@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="A training, split or gate parameter, or model_name/endpoint_name "
+        help="A training, split, gate or retrain parameter, or model_name/endpoint_name "
         "(repeatable), e.g. --param num_boost_round=200.",
     )
     run.add_argument(
@@ -72,6 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("--seed", type=int, default=42, help="Random seed (default 42).")
     sample.add_argument("--out", type=Path, required=True, help="Folder to write into.")
     sample.add_argument("--parts", type=int, default=4, help="Number of CSV files (default 4).")
+    sample.add_argument(
+        "--drift",
+        type=float,
+        default=0.0,
+        help="Shift the feature distributions by this much, -5 to 5 (default 0: none); "
+        "e.g. 1.0 makes a drop that check_drift sees as drifted.",
+    )
     sample.set_defaults(func=cmd_sample_data)
 
 
@@ -83,9 +90,10 @@ class ParamError(ValueError):
 
 
 def accepted_param_keys() -> list[str]:
-    from steps.params import GateKpis, SplitParams, TrainParams
+    from steps.params import GateKpis, RetrainPolicy, SplitParams, TrainParams
 
     keys = [*TrainParams.model_fields, *SplitParams.model_fields, *GateKpis.model_fields]
+    keys += list(RetrainPolicy.model_fields)
     return [*keys, *_OTHER_KEYS]
 
 
@@ -96,11 +104,14 @@ def build_request(
     ParamError names the flag, the value and what is accepted."""
     from pydantic import ValidationError
 
-    from pipeline.request import TrainingRequest
-    from steps.params import GateKpis, SplitParams, TrainParams
+    from pipeline.request import RetrainOverrides, TrainingRequest
+    from steps.params import GateKpis, RetrainPolicy, SplitParams, TrainParams
 
-    groups: dict[str, dict[str, Any]] = {"params": {}, "split": {}, "gate": {}, "top": {}}
-    models = {"params": TrainParams, "split": SplitParams, "gate": GateKpis}
+    groups: dict[str, dict[str, Any]] = {
+        "params": {}, "split": {}, "gate": {}, "retrain": {}, "top": {}
+    }  # fmt: skip
+    models = {"params": TrainParams, "split": SplitParams, "gate": GateKpis,
+              "retrain": RetrainPolicy}  # fmt: skip
     for item in params:
         key, sep, raw = item.partition("=")
         key = key.strip().replace("-", "_")
@@ -128,6 +139,7 @@ def build_request(
             params=TrainParams(**groups["params"]),
             split=SplitParams(**groups["split"]),
             gate=GateKpis(**groups["gate"]),
+            retrain=RetrainOverrides(**groups["retrain"]),
             deploy_target=deploy,
             experiment=experiment,
             **groups["top"],
@@ -252,6 +264,8 @@ class ProgressLine:
             text = f"completed in {event.duration_s:.1f}s{rss}"
         elif event.status == "failed":
             text = f"FAILED after {event.duration_s or 0:.1f}s: {event.error}"
+        elif event.status == "skipped" and event.duration_s is not None:
+            text = f"skipped in {event.duration_s:.1f}s (nothing to do)"
         else:
             text = event.status
         print(f"{stamp} {event.node:<15} {text}", file=sys.stderr, flush=True)
@@ -335,7 +349,9 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     print(f"generating {args.rows} rows (seed {args.seed}) ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
-        files = write_sample_data(args.out, rows=args.rows, seed=args.seed, parts=args.parts)
+        files = write_sample_data(
+            args.out, rows=args.rows, seed=args.seed, parts=args.parts, drift=args.drift
+        )
     except StepError as exc:
         return _fail(str(exc))
     size = sum(f.stat().st_size for f in files) / 1e6
@@ -368,12 +384,30 @@ def _elapsed(record: Any) -> str:
 def _result(record: Any) -> str:
     if record.status == "failed":
         return (record.error or "")[:80]
+    drift = record.extra.get("drift") or {}
+    if record.status == "completed" and drift.get("decision") == "skip":
+        return f"skipped: {drift.get('reason')}"
     parts = []
     if record.gate:
         parts.append(str(record.gate.get("decision")))
     if record.model_version:
         parts.append(f"v{record.model_version}")
     return " ".join(parts)
+
+
+def _drift_lines(drift: dict[str, Any]) -> list[str]:
+    """check_drift's decision, then its figures: target rate, rows, the top PSIs."""
+    verb = "skipped" if drift.get("decision") == "skip" else "retrain"
+    lines = [f"drift: {verb}: {drift.get('reason')}"]
+    if drift.get("target_rate_old") is not None and drift.get("target_rate_new") is not None:
+        lines.append(
+            f"  target rate {drift['target_rate_old']:.4f} -> {drift['target_rate_new']:.4f} "
+            f"(PSI {drift.get('target_psi') or 0.0:.4f}); new rows {drift.get('new_rows')}"
+        )
+    top = list((drift.get("psi") or {}).items())[:3]
+    if top:
+        lines.append("  top PSI: " + ", ".join(f"{name} {value:.3f}" for name, value in top))
+    return lines
 
 
 def _candidate_lines(sweep: dict[str, Any]) -> list[str]:
@@ -407,6 +441,9 @@ def format_run(record: Any, *, logs: bool = False) -> str:
                 lines.append(f"      error: {step.error}")
             if step.log_path and (logs or step.status == "failed"):
                 lines.append(f"      log: {step.log_path}")
+    drift = record.extra.get("drift")
+    if drift:
+        lines.extend(_drift_lines(drift))
     lines.extend(_candidate_lines(record.extra.get("sweep") or {}))
     if record.metrics:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in record.metrics.items())

@@ -310,6 +310,7 @@ class AmlSubmitter:
                 "run_key": idempotency_key or run_id,
                 "code_version": code_version or _local_code_version(),
             },
+            retrain_defaults=self.settings.retrain_defaults,
         )
         inputs["data_location"] = f"{self.settings.incoming_container}/{request.data}"
         if dataset_config:

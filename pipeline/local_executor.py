@@ -229,17 +229,20 @@ class _Run:
         self.procs.pop(node, None)
         duration = round(time.monotonic() - self.started[node], 3)
         if code == 0:
+            # A step that ran but had nothing to do (check_drift said skip, the gate did
+            # not promote) is recorded as skipped; its dependents still run, as on Azure ML.
+            shown = "skipped" if self._skipped_itself(node) else "completed"
             self.status[node] = "completed"
             self.store.update_step(
                 self.run_id,
                 node,
-                status="completed",
+                status=shown,
                 finished_at=utc_now(),
                 duration_s=duration,
                 exit_code=0,
                 peak_rss_mb=rss_mb,
             )
-            self._emit(StepEvent(self.run_id, node, "completed", duration, None, rss_mb))
+            self._emit(StepEvent(self.run_id, node, shown, duration, None, rss_mb))
             return
         if self.executor._canceled:
             self.status[node] = "canceled"  # it was stopping because we asked it to
@@ -251,6 +254,14 @@ class _Run:
             return
         message = step_error(self.store.log_path(self.run_id, node), code)
         self._fail(node, message, duration=duration, code=code, rss_mb=rss_mb)
+
+    def _skipped_itself(self, node: str) -> bool:
+        for (owner, _), path in self.outputs.items():
+            if owner == node:
+                summary = _read_summary(path / "summary.json") or {}
+                if summary.get("skipped_reason") or summary.get("skipped") is True:
+                    return True
+        return False
 
     def _fail(
         self,
@@ -332,6 +343,9 @@ def summarize(summaries: Mapping[str, dict[str, Any]], inputs: Mapping[str, Any]
     selection = (summaries.get("select_best") or {}).get("selection")
     if selection:
         results["extra"]["sweep"] = selection  # every candidate's figures and the winner
+    drift = summaries.get("check_drift")
+    if drift:
+        results["extra"]["drift"] = drift
     evaluation = summaries.get("evaluate") or {}
     metrics = evaluation.get("metrics") or {}
     results["metrics"] = {

@@ -213,6 +213,7 @@ class LocalSubmitter:
                 "run_key": idempotency_key or run_id,
                 "code_version": code_version(),
             },
+            retrain_defaults=self.settings.retrain_defaults,
         )
         inputs["data_location"] = location
         # Candidates train side by side on this one machine: each gets its share of the

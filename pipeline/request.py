@@ -20,10 +20,39 @@ from steps.candidates import (
     changed,
     format_overrides,
 )
-from steps.params import DeployTarget, GateKpis, SplitParams, TrainParams
+from steps.params import (
+    DeployTarget,
+    GateKpis,
+    NewRows,
+    PsiThreshold,
+    RetrainPolicy,
+    RetrainPolicyName,
+    SplitParams,
+    TrainParams,
+)
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+@ -]{0,127}$")
+
+
+class RetrainOverrides(BaseModel):
+    """A request's retraining policy; None = the app setting (see RetrainPolicy)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    retrain_policy: RetrainPolicyName | None = Field(
+        None, description=RetrainPolicy.model_fields["retrain_policy"].description
+    )
+    drift_psi_threshold: PsiThreshold | None = Field(
+        None, description=RetrainPolicy.model_fields["drift_psi_threshold"].description
+    )
+    min_new_rows: NewRows | None = Field(
+        None, description=RetrainPolicy.model_fields["min_new_rows"].description
+    )
+
+    def resolve(self, defaults: RetrainPolicy) -> RetrainPolicy:
+        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        return defaults.model_copy(update=given)
 
 
 class TrainingRequest(BaseModel):
@@ -46,6 +75,11 @@ class TrainingRequest(BaseModel):
     )
     split: SplitParams = Field(default_factory=SplitParams, description="Data split settings.")
     gate: GateKpis = Field(default_factory=GateKpis, description="ChampionGate KPIs.")
+    retrain: RetrainOverrides = Field(
+        default_factory=RetrainOverrides,
+        description="When the drop is worth a retrain; each field left out (null) takes the "
+        "app setting (RETRAIN_POLICY, DRIFT_PSI_THRESHOLD, MIN_NEW_ROWS).",
+    )
     model_name: str = Field(
         "porto-seguro-lgbm", pattern=_NAME, description="Registered model name."
     )
@@ -135,17 +169,25 @@ class TrainingRequest(BaseModel):
             raise ValueError("callback_url must not carry credentials")
         return value
 
-    def pipeline_inputs(self, *, data_uri: str, lineage: dict[str, str]) -> dict[str, Any]:
+    def pipeline_inputs(
+        self,
+        *,
+        data_uri: str,
+        lineage: dict[str, str],
+        retrain_defaults: RetrainPolicy | None = None,
+    ) -> dict[str, Any]:
         """Flatten into the pipeline component's inputs (names as in the YAML).
 
         `data_uri` is where the executor finds the data (a local folder or an
-        azureml:// URI); `lineage` carries trigger, run_key and code_version.
+        azureml:// URI); `lineage` carries trigger, run_key and code_version;
+        `retrain_defaults` (the app settings) fill what `retrain` leaves out.
         """
         inputs: dict[str, Any] = {"training_data": data_uri}
         inputs.update(self.params.model_dump())
         inputs.update(self.candidate_inputs())
         inputs.update(self.split.model_dump())
         inputs.update(self.gate.model_dump())
+        inputs.update(self.retrain.resolve(retrain_defaults or RetrainPolicy()).model_dump())
         inputs.update(
             model_name=self.model_name,
             deploy_target=self.deploy_target,

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from steps.params import NewRows, PsiThreshold, RetrainPolicy, RetrainPolicyName
+
 AML_SETTINGS = ("AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE")
 
 
@@ -74,6 +76,19 @@ class Settings(BaseModel):
     concurrency_policy: Literal["queue", "skip"] = Field(
         "queue",
         description="CONCURRENCY_POLICY: what happens to a run over the limit: wait or skip.",
+    )
+
+    # --- when a drop is worth a retrain (defaults of TrainingRequest.retrain) ---------
+    retrain_policy: RetrainPolicyName = Field(
+        "always",
+        description="RETRAIN_POLICY: `always`, `on_drift` (only when the drop drifted from the "
+        "champion's training data) or `min_new_rows`.",
+    )
+    drift_psi_threshold: PsiThreshold = Field(
+        0.2, description="DRIFT_PSI_THRESHOLD: PSI at which a feature counts as drifted."
+    )
+    min_new_rows: NewRows = Field(
+        10_000, description="MIN_NEW_ROWS: new rows a drop needs (policy min_new_rows)."
     )
 
     # --- the trigger service (triggers/) -------------------------------------------
@@ -175,6 +190,9 @@ class Settings(BaseModel):
             "home": Path(env.get("AML_TRIGGER_HOME") or ".local"),
             "max_concurrent_runs": env.get("MAX_CONCURRENT_RUNS") or 1,
             "concurrency_policy": env.get("CONCURRENCY_POLICY") or "queue",
+            "retrain_policy": env.get("RETRAIN_POLICY") or "always",
+            "drift_psi_threshold": env.get("DRIFT_PSI_THRESHOLD") or 0.2,
+            "min_new_rows": env.get("MIN_NEW_ROWS") or 10_000,
             "blob_batch_mode": env.get("BLOB_BATCH_MODE") or "window",
             "blob_marker_name": env.get("BLOB_MARKER_NAME") or "_SUCCESS",
             "blob_quiet_seconds": env.get("BLOB_QUIET_SECONDS") or 30.0,
@@ -210,6 +228,14 @@ class Settings(BaseModel):
             return "azurite"
         return "azure"
 
+    @property
+    def retrain_defaults(self) -> RetrainPolicy:
+        return RetrainPolicy(
+            retrain_policy=self.retrain_policy,
+            drift_psi_threshold=self.drift_psi_threshold,
+            min_new_rows=self.min_new_rows,
+        )
+
     def missing_for_aml(self) -> list[str]:
         """Names of the settings the Azure ML backend needs and does not have."""
         present = {
@@ -228,6 +254,9 @@ _ENV_NAMES = {
     "home": "AML_TRIGGER_HOME",
     "max_concurrent_runs": "MAX_CONCURRENT_RUNS",
     "concurrency_policy": "CONCURRENCY_POLICY",
+    "retrain_policy": "RETRAIN_POLICY",
+    "drift_psi_threshold": "DRIFT_PSI_THRESHOLD",
+    "min_new_rows": "MIN_NEW_ROWS",
     "blob_batch_mode": "BLOB_BATCH_MODE",
     "blob_marker_name": "BLOB_MARKER_NAME",
     "blob_quiet_seconds": "BLOB_QUIET_SECONDS",

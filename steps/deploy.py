@@ -34,7 +34,9 @@ def deploy(
         "model_version": reg.get("model_version"),
         "skipped_reason": None,
     }
-    if target == "none":
+    if reg.get("skipped_reason"):
+        summary["skipped_reason"] = f"{reg['skipped_reason']}; the current champion keeps serving"
+    elif target == "none":
         summary["skipped_reason"] = "deploy_target is none"
     elif not reg.get("promoted"):
         summary["skipped_reason"] = (

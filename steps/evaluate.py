@@ -25,6 +25,13 @@ def evaluate(
 
     train_summary = read_json(model_dir / "summary.json", what="train output")
     champion = read_json(champion_dir / "summary.json", what="score_champion output")
+    if train_summary.get("skipped_reason"):
+        # No candidate (check_drift said skip): no decision, so nothing is registered.
+        summary = {"metrics": {}, "champion_version": None, "champion_metrics": None,
+                   "reasons": [], "gate": kpis.model_dump(),
+                   "skipped_reason": train_summary["skipped_reason"]}  # fmt: skip
+        write_json(out / "summary.json", summary)
+        return summary
     configure_tracking()
     model, dataset = load_model(str(model_dir / MODEL_DIR))
     metrics = score_split(model, dataset, prepared)
@@ -92,6 +99,9 @@ def _run(args: argparse.Namespace) -> None:
         },
     )
     summary = evaluate(args.prepared, args.model, args.champion, kpis, args.out)
+    if summary.get("skipped_reason"):
+        print(f"evaluate: skipped: {summary['skipped_reason']}", file=sys.stderr)
+        return
     print(
         f"evaluate: test AUC {summary['metrics']['auc']:.4f}: {summary['decision']}. "
         + " ".join(summary["reasons"]),

@@ -8,7 +8,7 @@ Only pydantic is imported here: this module is loaded by the Functions app.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,3 +81,28 @@ class GateKpis(BaseModel):
 
 
 DeployTarget = Literal["none", "local", "aci", "aks"]
+
+
+RetrainPolicyName = Literal["always", "on_drift", "min_new_rows"]
+# Shared by RetrainPolicy, the request's overrides and the app settings.
+PsiThreshold = Annotated[float, Field(gt=0.0, le=10.0)]
+NewRows = Annotated[int, Field(ge=1, le=100_000_000)]
+
+
+class RetrainPolicy(BaseModel):
+    """When a data drop is worth a retrain (check_drift applies it after prep)."""
+
+    model_config = _STRICT
+
+    retrain_policy: RetrainPolicyName = Field(
+        "always",
+        description="`always` retrains on every drop; `on_drift` only when a feature's (or the "
+        "target's) PSI against the champion's training data reaches drift_psi_threshold; "
+        "`min_new_rows` only when the drop brings at least min_new_rows new rows.",
+    )
+    drift_psi_threshold: PsiThreshold = Field(
+        0.2, description="PSI at or above which a feature counts as drifted (on_drift)."
+    )
+    min_new_rows: NewRows = Field(
+        10_000, description="New rows a drop needs to be trained on (min_new_rows)."
+    )

@@ -106,6 +106,20 @@ def register(
     return summary
 
 
+def skipped_summary(model_name: str, reason: str) -> dict[str, Any]:
+    """No candidate was trained (check_drift said skip): nothing registered, alias untouched."""
+    return {
+        "model_name": model_name,
+        "model_version": None,
+        "promoted": False,
+        "alias": None,
+        "decision": None,
+        "previous_champion_version": None,
+        "reason": reason,
+        "skipped_reason": reason,
+    }
+
+
 def _label(version: str | None) -> str:
     return f"v{version}" if version else "none"
 
@@ -138,6 +152,11 @@ def _run(args: argparse.Namespace) -> None:
 
     train = read_json(args.model / "summary.json", what="train output")
     evaluation = read_json(args.evaluation / "summary.json", what="evaluate output")
+    if evaluation.get("skipped_reason"):
+        summary = skipped_summary(args.model_name, evaluation["skipped_reason"])
+        write_json(args.out / "summary.json", summary)
+        print(f"register: skipped: {summary['skipped_reason']}", file=sys.stderr)
+        return
     configure_registry()
     import mlflow
 

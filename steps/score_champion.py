@@ -68,11 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prepared", type=Path, required=True, help="prep's output folder.")
     parser.add_argument("--model-name", required=True, help="Registered model name.")
+    parser.add_argument(
+        "--drift", type=Path, help="check_drift's output folder; a skip decision scores nothing."
+    )
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
+    from steps.drift import skip_reason
+
+    skipped = skip_reason(args.drift)
+    if skipped:
+        summary = {"champion_version": None, "metrics": None, "model_name": args.model_name,
+                   "note": skipped, "skipped_reason": skipped}  # fmt: skip
+        write_json(args.out / "summary.json", summary)
+        print(f"score_champion: skipped: {skipped}", file=sys.stderr)
+        return
     summary = score_champion(args.prepared, args.model_name, args.out)
     if summary["metrics"]:
         print(

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steps._cli import StepError, StepParser, run_step, validated, write_json
+from steps._cli import StepError, StepParser, read_json, run_step, validated, write_json
 from steps.candidates import parse_overrides
 from steps.dataset import ResolvedDataset
+from steps.drift import PROFILE_ARTIFACT, skip_reason
 from steps.params import TrainParams
-from steps.prepared import load_dataset, load_split
+from steps.prepared import PROFILE_FILE, load_dataset, load_split
 
 MODEL_DIR = "model"
 DATASET_METADATA_KEY = "aml_trigger_dataset"
@@ -162,6 +163,10 @@ def train(
         mlflow.log_metrics(
             {"valid_auc": valid_auc, "best_iteration": best_iteration, "train_seconds": seconds}
         )
+        # The training data's profile goes with the run the model version names, so a
+        # later check_drift can compare a new drop with what this model learned from.
+        profile = read_json(prepared / PROFILE_FILE, what="prepared data")
+        mlflow.log_dict(profile, PROFILE_ARTIFACT)
         info = mlflow.lightgbm.log_model(booster, name=MODEL_DIR, **saved)
         model_dir = out / MODEL_DIR
         if model_dir.exists():
@@ -199,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
             "--" + name.replace("_", "-"), dest=name, type=kind, required=True,
             help=f"{field.description} (default in requests: {field.default})",
         )  # fmt: skip
+    parser.add_argument(
+        "--drift", type=Path, help="check_drift's output folder; a skip decision trains nothing."
+    )
     parser.add_argument("--slot", type=int, default=0, help="Candidate slot (0-based).")
     parser.add_argument(
         "--candidate-count", type=int, default=1, help="Candidates in the run (1-4)."
@@ -210,6 +218,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     return parser
+
+
+def skipped_summary(reason: str) -> dict[str, Any]:
+    """train's summary when check_drift decided not to retrain: no model, the reason."""
+    return {"mlflow_run_id": None, "model_uri": None, "skipped_reason": reason}
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -225,6 +238,11 @@ def _run(args: argparse.Namespace) -> None:
         raise StepError(f"--overrides: {exc}") from None
     values = {name: getattr(args, name) for name in TrainParams.model_fields}
     params = validated(TrainParams, {**values, **overrides})
+    skipped = skip_reason(args.drift)
+    if skipped:
+        write_json(args.out / "summary.json", skipped_summary(skipped))
+        print(f"train: skipped: {skipped}", file=sys.stderr)
+        return
     candidate = {"slot": args.slot, "overrides": overrides}
     summary = train(args.prepared, params, args.out, candidate=candidate)
     print(

@@ -9,8 +9,8 @@ from pipeline.publish import PIPELINE_YAML, publish, publish_version
 from pipeline.settings import Settings
 
 NODES = [
-    "prep", "train", "train_1", "train_2", "train_3", "score_champion", "select_best",
-    "evaluate", "register", "deploy", "smoke_test",
+    "prep", "check_drift", "train", "train_1", "train_2", "train_3", "score_champion",
+    "select_best", "evaluate", "register", "deploy", "smoke_test",
 ]  # fmt: skip
 # Each command component is registered once; the train slots share aml_trigger_train.
 COMPONENTS = [n for n in NODES if not n.startswith("train_")]
@@ -104,7 +104,7 @@ def test_first_publish_creates_environment_components_and_pipeline(
             f"/components/aml_trigger_{component}/versions/{version}"
         )
     assert result.pipeline_component == f"aml_trigger_training:{version}"
-    assert len(result.created) == 10
+    assert len(result.created) == 11  # the environment, 9 components, the pipeline
     assert not fake_azure.unrouted, [u.url for u in fake_azure.unrouted]
 
 

@@ -18,12 +18,12 @@ from pipeline.definition import (
     resolve_command,
 )
 from pipeline.request import TrainingRequest
-from steps.params import GateKpis, SplitParams, TrainParams
+from steps.params import GateKpis, RetrainPolicy, SplitParams, TrainParams
 
 COMPONENTS = sorted((PIPELINE_YAML.parent / "components").glob("*.yaml"))
 TRAIN_SLOTS = ["train", "train_1", "train_2", "train_3"]
 NODES = [
-    "prep", *TRAIN_SLOTS, "score_champion", "select_best",
+    "prep", "check_drift", *TRAIN_SLOTS, "score_champion", "select_best",
     "evaluate", "register", "deploy", "smoke_test",
 ]  # fmt: skip
 
@@ -60,7 +60,7 @@ def test_pipeline_inputs_match_the_parameter_models_and_the_request_contract():
     assert set(inputs) == set(request_keys) | {"dataset_config"}
     assert inputs["dataset_config"].optional is True
     assert inputs["training_data"].type == "uri_folder"
-    for model in (TrainParams, SplitParams, GateKpis):
+    for model in (TrainParams, SplitParams, GateKpis, RetrainPolicy):
         for name, field in model.model_fields.items():
             spec = inputs[name]
             assert spec.default == field.default, name
@@ -104,8 +104,11 @@ def test_real_pipeline_order_and_dependencies():
     definition = load_pipeline()
     assert definition.order() == NODES
     deps = {n: set(definition.nodes[n].depends_on) for n in NODES}
-    assert all(deps[slot] == {"prep"} for slot in TRAIN_SLOTS)  # run side by side
-    assert deps["score_champion"] == {"prep"}
+    # check_drift's decision reaches every step that works: on skip they do nothing.
+    assert deps["check_drift"] == {"prep"}
+    assert all(deps[slot] == {"prep", "check_drift"} for slot in TRAIN_SLOTS)  # side by side
+    assert deps["score_champion"] == {"prep", "check_drift"}
+    assert definition.dependents("check_drift") == set(NODES) - {"prep", "check_drift"}
     assert deps["select_best"] == set(TRAIN_SLOTS)
     # The gate and the registry see only the winner.
     assert deps["evaluate"] == {"prep", "select_best", "score_champion"}

@@ -31,7 +31,8 @@ def test_cli_run_trains_gates_registers_deploys_and_smoke_tests(home, tmp_path, 
         )  # fmt: skip
         captured = capsys.readouterr()
         assert code == 0, captured.out + captured.err
-        for node in ("prep", "train", "score_champion", "evaluate", "deploy", "smoke_test"):
+        nodes = ("prep", "check_drift", "train", "score_champion", "evaluate", "deploy")
+        for node in (*nodes, "smoke_test"):
             assert f"{node:<15} completed in" in captured.err  # live progress lines
         assert "gate: promote" in captured.out
         assert "model: porto-seguro-lgbm version 1 (champion)" in captured.out
@@ -43,6 +44,8 @@ def test_cli_run_trains_gates_registers_deploys_and_smoke_tests(home, tmp_path, 
         # Every step worked (unused training slots skip themselves).
         statuses = {s["name"]: s["status"] for s in record["steps"]}
         assert {v for k, v in statuses.items() if not k.startswith("train_")} == {"completed"}
+        assert record["extra"]["drift"]["decision"] == "retrain"
+        assert record["extra"]["drift"]["reason"].startswith("no champion yet")
         assert set(record["metrics"]) == {"auc", "normalized_gini", "log_loss", "pr_auc"}
         assert record["gate"]["decision"] == "promote" and record["gate"]["reasons"]
         assert record["model_version"] == "1"

@@ -153,7 +153,7 @@ def test_describe_lists_the_resolved_commands_without_recording_a_run(home):
     submitter = LocalSubmitter(_settings(home))
     request = TrainingRequest(data="drops/x/", deploy_target="none")
     plan = submitter.describe(request, run_id="run-plan", trigger="http")
-    assert [s["name"] for s in plan["steps"]][:2] == ["prep", "train"]
+    assert [s["name"] for s in plan["steps"]][:3] == ["prep", "check_drift", "train"]
     prep = plan["steps"][0]["command"]
     assert prep[1:3] == ["-m", "steps.prep"]
     assert prep[prep.index("--data") + 1].endswith("storage/incoming/drops/x")
