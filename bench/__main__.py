@@ -1,4 +1,4 @@
-"""`python -m bench [pipeline|imports|http|blob ...]`: run benchmarks, print figures.
+"""`python -m bench [pipeline|imports|http|blob|batch|sweep ...]`: run benchmarks, print figures.
 
 `make bench` runs them all on 600,000 generated rows. Figures are for comparison
 within one run (ratios to a baseline measured alongside); the machine is shared.
@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SUITES = ("pipeline", "imports", "http", "blob", "batch")
+SUITES = ("pipeline", "imports", "http", "blob", "batch", "sweep")
 
 
 def main() -> None:
@@ -58,6 +58,10 @@ def main() -> None:
             from bench import batch_score
 
             batch_score.main(args.rows, args.seed, work / "batch")
+        if "sweep" in suites:
+            from bench import sweep
+
+            sweep.main(args.rows, args.seed, work / "sweep")
     finally:
         if args.keep:
             print(f"work folder kept: {work}")
