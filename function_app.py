@@ -18,6 +18,11 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
     return entry.http("submit_run", req)
 
 
+@app.route(route="verifications", methods=["POST"])
+def submit_verification(req: func.HttpRequest) -> func.HttpResponse:
+    return entry.http("submit_verification", req)
+
+
 @app.route(route="runs", methods=["GET"])
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     return entry.http("list_runs", req)

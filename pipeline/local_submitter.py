@@ -20,10 +20,10 @@ from typing import Any
 
 from pipeline.definition import PIPELINE_YAML, DefinitionError, PipelineDefinition, load_pipeline
 from pipeline.local_executor import REPO_ROOT, Progress
-from pipeline.request import TrainingRequest
 from pipeline.run_store import RunStore
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
 from pipeline.submitter import RunNotFound, SubmissionError
+from pipeline.verification import VERIFY_PIPELINE_YAML, AnyRequest, VerificationRequest
 from pipeline.worker import execute_run, process_alive, process_identity, worker_alive
 from steps.candidates import share_cores
 
@@ -39,6 +39,7 @@ class LocalSubmitter:
         self.store = RunStore(self.home)
         self.pipeline_path = Path(pipeline_path or PIPELINE_YAML).resolve()
         self._definition: PipelineDefinition | None = None
+        self._others: dict[str, PipelineDefinition] = {}  # e.g. the verify pipeline
         # Runs left `running` by a dead worker are failed, and queued runs started.
         dispatch(settings, self.store)
 
@@ -48,10 +49,19 @@ class LocalSubmitter:
             self._definition = load_pipeline(self.pipeline_path)
         return self._definition
 
+    def definition_of(self, job: dict[str, Any]) -> PipelineDefinition:
+        """The pipeline a run executes: the training pipeline, or the one its job names."""
+        path = job["pipeline"]
+        if path == str(self.pipeline_path):
+            return self.definition
+        if path not in self._others:
+            self._others[path] = load_pipeline(path)
+        return self._others[path]
+
     # -- the Submitter protocol ----------------------------------------------------
     def submit(
         self,
-        request: TrainingRequest,
+        request: AnyRequest,
         *,
         run_id: str,
         trigger: str,
@@ -71,7 +81,7 @@ class LocalSubmitter:
             request=request.model_dump(mode="json"),
             inputs=inputs,
             job=job,
-            steps=self.definition.order(),
+            steps=self.definition_of(job).order(),
         )
         if not created:
             return record
@@ -80,7 +90,7 @@ class LocalSubmitter:
 
     def run_foreground(
         self,
-        request: TrainingRequest,
+        request: AnyRequest,
         *,
         run_id: str,
         trigger: str = "cli",
@@ -101,7 +111,7 @@ class LocalSubmitter:
             request=request.model_dump(mode="json"),
             inputs=inputs,
             job=job,
-            steps=self.definition.order(),
+            steps=self.definition_of(job).order(),
             status="running",
         )
         if not created:
@@ -143,14 +153,14 @@ class LocalSubmitter:
                 )
         return self.store.get(run_id)
 
-    def describe(self, request: TrainingRequest, *, run_id: str, trigger: str) -> dict:
+    def describe(self, request: AnyRequest, *, run_id: str, trigger: str) -> dict:
         """The step commands a run would execute, without recording or starting it."""
         inputs, job = self._prepare(request, run_id, trigger, None, None, None)
         return self._describe(run_id, inputs, job)
 
     # -- helpers ---------------------------------------------------------------------
     def _describe(self, run_id: str, inputs: dict[str, Any], job: dict[str, Any]) -> dict:
-        d = self.definition
+        d = self.definition_of(job)
         resolved = d.resolve_inputs(inputs)
         outputs = {
             (n, o): self.store.output_dir(run_id, n, o)
@@ -177,7 +187,7 @@ class LocalSubmitter:
 
     def _prepare(
         self,
-        request: TrainingRequest,
+        request: AnyRequest,
         run_id: str,
         trigger: str,
         idempotency_key: str | None,
@@ -191,6 +201,8 @@ class LocalSubmitter:
                 "invalid_run_id",
                 f"run id {run_id!r} must be 3-64 lowercase letters, digits, '_' or '-'",
             )
+        if isinstance(request, VerificationRequest):
+            return self._prepare_verification(request, run_id)
         container = self.settings.incoming_container
         kind = self.settings.storage_kind
         if data_dir is not None:
@@ -231,6 +243,33 @@ class LocalSubmitter:
         except DefinitionError as exc:
             raise SubmissionError("invalid_request", str(exc)) from None
         job = {"pipeline": str(self.pipeline_path), "experiment": request.experiment, "data": data}
+        return inputs, job
+
+    def _prepare_verification(
+        self, request: VerificationRequest, run_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The verify pipeline's inputs: the model and the data are both folders of the
+        incoming container, staged by the worker as training data is."""
+        container = self.settings.incoming_container
+        kind = self.settings.storage_kind
+        staged: dict[str, dict[str, Any]] = {}
+        for name, prefix, dest in (("data", request.data, "training_data"),
+                                   ("model", request.model, "model")):  # fmt: skip
+            spec: dict[str, Any] = {"kind": kind, "container": container, "prefix": prefix}
+            if kind == "folder":
+                spec["path"] = str(self.home / "storage" / container / prefix)
+            else:
+                spec["dest"] = dest
+                spec["path"] = str(self.store.run_dir(run_id) / "inputs" / dest)
+            staged[name] = spec
+        inputs = request.pipeline_inputs(
+            data_uri=staged["data"]["path"], model_uri=staged["model"]["path"]
+        )
+        job = {"pipeline": str(VERIFY_PIPELINE_YAML), "experiment": request.experiment, **staged}
+        try:
+            self.definition_of(job).resolve_inputs(inputs)
+        except DefinitionError as exc:
+            raise SubmissionError("invalid_request", str(exc)) from None
         return inputs, job
 
 

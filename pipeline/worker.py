@@ -146,27 +146,38 @@ def execute_run(
 
 
 def _stage_data(settings: Any, store: RunStore, run_id: str, job: dict[str, Any]) -> str | None:
-    """Make the training data a local folder; returns an error message or None."""
-    data = job.get("data") or {}
+    """Make the run's folders local: the data, and a verification's model too.
+    Returns an error message or None."""
+    for what in ("data", "model"):
+        if what in job:
+            problem = _stage_folder(settings, store, run_id, what, job[what] or {})
+            if problem is not None:
+                return problem
+    return None
+
+
+def _stage_folder(
+    settings: Any, store: RunStore, run_id: str, what: str, data: dict[str, Any]
+) -> str | None:
     kind = data.get("kind")
     where = f"prefix {data.get('prefix', '')!r} of container {data.get('container')!r}"
     if kind in {"folder", "dir"}:
         path = Path(data["path"])
         if not path.is_dir():
             shown = where if kind == "folder" else "the --data folder"
-            return f"data: {path} does not exist or is not a folder ({shown})"
+            return f"{what}: {path} does not exist or is not a folder ({shown})"
         return None
     if kind in {"azurite", "azure"}:
         from pipeline.storage import open_storage
 
-        dest = store.run_dir(run_id) / "inputs" / "training_data"
+        dest = store.run_dir(run_id) / "inputs" / data.get("dest", "training_data")
         dest.mkdir(parents=True, exist_ok=True)
         try:
             files = open_storage(settings).download_prefix(data["container"], data["prefix"], dest)
         except Exception as exc:  # noqa: BLE001 - reported on the run, not raised
-            return f"data: cannot download the {where}: {type(exc).__name__}: {exc}"
+            return f"{what}: cannot download the {where}: {type(exc).__name__}: {exc}"
         if not files:
-            return f"data: no blobs under the {where}"
+            return f"{what}: no blobs under the {where}"
         return None
     return None
 

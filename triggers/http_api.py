@@ -73,6 +73,20 @@ def _handles_errors(handler: Callable[..., func.HttpResponse]):
 
 @_handles_errors
 def submit_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _accept(req, "submit_http")
+
+
+@_handles_errors
+def submit_verification(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/verifications: a VerificationRequest (pipeline/verification.py). The
+    answer is a run, exactly as POST /api/runs answers: 202 + status links, 200 for
+    a repeated Idempotency-Key."""
+    return _accept(req, "submit_verification")
+
+
+def _accept(req: func.HttpRequest, submit: str) -> func.HttpResponse:
+    """The body checks and answers shared by the routes that start a run; `submit`
+    names the TriggerService method that validates the body and submits it."""
     from triggers.events import HttpSubmission
     from triggers.service import Accepted, DryRun, Skipped
 
@@ -94,7 +108,7 @@ def submit_run(req: func.HttpRequest) -> func.HttpResponse:
             f"body is {len(body)} bytes; at most {limit} (REQUEST_MAX_BYTES) are accepted",
         )
     key = req.headers.get("idempotency-key")
-    outcome = service.submit_http(
+    outcome = getattr(service, submit)(
         HttpSubmission(body=body, idempotency_key=key, content_type=content_type)
     )
     if isinstance(outcome, DryRun):

@@ -98,6 +98,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         422: "Invalid fields, each named by JSON path with its value and what is accepted; "
         "or an Idempotency-Key reused with another body.",
         429: "Concurrency limit reached and CONCURRENCY_POLICY=skip.",
+        501: "The configured backend cannot run this (verification is local only).",
         502: "The pipeline backend refused the submission.",
         503: "The backend is unavailable or the app is misconfigured.",
     }
@@ -108,8 +109,9 @@ def _errors(*codes: int) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     from pipeline.request import TrainingRequest
     from pipeline.runs import RunRecord
+    from pipeline.verification import VerificationRequest
 
-    schemas = _schemas(TrainingRequest, RunRecord)
+    schemas = _schemas(TrainingRequest, VerificationRequest, RunRecord)
     schemas["Error"] = _error()
     schemas["RunSummary"] = _run_summary()
     schemas["RunList"] = {
@@ -184,6 +186,41 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ],  # fmt: skip
                     "responses": {"200": _json("RunList", "Runs."), **_errors(401, 422)},
+                },
+            },
+            "/verifications": {
+                "post": {
+                    "operationId": "submitVerification",
+                    "summary": "Validate a VerificationRequest (a model trained elsewhere) and "
+                    "start (or find) its run: test endpoint, HTTP scoring, the ChampionGate.",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 200},
+                            "description": "As for POST /runs.",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": REF.format(model="VerificationRequest")}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            **_json("RunRecord", "Verification accepted; Location is its status."),
+                            "headers": _status_headers(retry_after=True),
+                        },
+                        "200": {
+                            **_json("RunRecord", "Repeat: the existing verification run."),
+                            "headers": _status_headers(retry_after=True),
+                        },
+                        **_errors(400, 401, 413, 415, 422, 429, 501, 502, 503),
+                    },
                 },
             },
             "/runs/{run_id}": {

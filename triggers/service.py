@@ -6,7 +6,6 @@ concurrency limit, crash safety and callback checks are the same for all of them
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -18,12 +17,13 @@ from pipeline.request import TrainingRequest
 from pipeline.runs import RunRecord, run_id_for
 from pipeline.storage import Storage
 from pipeline.submitter import RunNotFound, SubmissionError, Submitter
+from pipeline.verification import AnyRequest, VerificationRequest, stored_request
 from triggers import policies, telemetry
 from triggers.drops import DropBook, OpenDrop
 from triggers.events import BlobArrival, HttpSubmission, TimerTick
 from triggers.ledger import LedgerEntry, RunLedger
 from triggers.notify import CallbackNotifier, UnsafeCallback
-from triggers.validation import RequestError, parse_training_request
+from triggers.validation import RequestError, parse_training_request, parse_verification_request
 
 log = logging.getLogger("aml_trigger.service")
 
@@ -127,6 +127,23 @@ class TriggerService:
         key = policies.http_key(header, request.model_dump(mode="json"), today)
         return self.submit_request(request, trigger="http", idempotency_key=key)
 
+    def submit_verification(self, submission: HttpSubmission) -> Outcome:
+        """POST /api/verifications: a model trained elsewhere, through the same ledger,
+        idempotency, concurrency limit and callback as a training run."""
+        with telemetry.span("validate"):
+            request = parse_verification_request(submission.body)
+            header = submission.idempotency_key
+            if header is not None and (problem := policies.check_idempotency_key(header)):
+                raise RequestError(
+                    422,
+                    "invalid_idempotency_key",
+                    problem,
+                    [{"path": "Idempotency-Key", "value": header, "message": problem}],
+                )
+        today = datetime.fromtimestamp(self.clock(), UTC).date()
+        key = policies.http_key(header, request.model_dump(mode="json"), today)
+        return self.submit_request(request, trigger="http", idempotency_key=key)
+
     def on_timer(self, tick: TimerTick) -> Outcome:
         when = tick.scheduled_at.strftime("%Y-%m-%d %H:%M:%SZ")
         late = " (past due: the host was down at that time)" if tick.past_due else ""
@@ -187,10 +204,15 @@ class TriggerService:
         return outcomes
 
     # --- the one way to a run -------------------------------------------------------
-    def submit_request(
-        self, request: TrainingRequest, *, trigger: str, idempotency_key: str
-    ) -> Outcome:
+    def submit_request(self, request: AnyRequest, *, trigger: str, idempotency_key: str) -> Outcome:
         run_id = run_id_for(idempotency_key)
+        if isinstance(request, VerificationRequest) and self.submitter.backend != "local":
+            raise RequestError(
+                501,
+                "not_supported",
+                "model verification runs on the local backend only (PIPELINE_BACKEND=local); "
+                "on Azure ML its test endpoint is not wired yet (docs/batch-and-byo.md)",
+            )
         telemetry.bind(run_id=run_id, trigger=trigger, idempotency_key=idempotency_key)
         if request.dry_run:
             return DryRun(run_id, self.submitter.describe(request, run_id=run_id, trigger=trigger))
@@ -208,7 +230,7 @@ class TriggerService:
             return self._admit(request, run_id, trigger, idempotency_key)
 
     def _admit(
-        self, request: TrainingRequest, run_id: str, trigger: str, idempotency_key: str
+        self, request: AnyRequest, run_id: str, trigger: str, idempotency_key: str
     ) -> Outcome:
         canonical = request.model_dump(mode="json")
         with telemetry.span("ledger claim") as claim:
@@ -250,7 +272,7 @@ class TriggerService:
         return self._submit(entry)
 
     def _submit(self, entry: LedgerEntry) -> Accepted:
-        request = TrainingRequest.model_validate_json(json.dumps(entry.request))
+        request = stored_request(entry.request)
         try:
             with telemetry.submitting(entry, backend=self.submitter.backend) as span:
                 record = self.submitter.submit(

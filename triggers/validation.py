@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pipeline.request import TrainingRequest
+from pipeline.verification import VerificationRequest
 
 
 class RequestError(Exception):
@@ -30,6 +31,18 @@ class RequestError(Exception):
 
 
 def parse_training_request(body: bytes) -> TrainingRequest:
+    return validate_training_request(parse_json(body))
+
+
+def parse_verification_request(body: bytes) -> VerificationRequest:
+    """A POST /api/verifications body; the same JSON rules and error shape as a run's."""
+    value = parse_json(body)
+    if isinstance(value, dict):
+        value = {"kind": "verify", **value}  # the route says what it is; the body may too
+    return validate_request(value, VerificationRequest)
+
+
+def parse_json(body: bytes) -> Any:
     text = _decode(body)
     try:
         value = json.loads(text, parse_constant=_no_constants) if text.strip() else {}
@@ -43,22 +56,26 @@ def parse_training_request(body: bytes) -> TrainingRequest:
             f"(character {exc.pos})",
             [{"line": exc.lineno, "column": exc.colno, "position": exc.pos}],
         ) from None
-    return validate_training_request(value)
+    return value
 
 
 def validate_training_request(value: Any) -> TrainingRequest:
+    return validate_request(value, TrainingRequest)
+
+
+def validate_request(value: Any, model: type[BaseModel]) -> Any:
     if not isinstance(value, dict):
         raise RequestError(
             422,
             "invalid_request",
-            f"body must be a JSON object of TrainingRequest fields, not {_json_type(value)}",
+            f"body must be a JSON object of {model.__name__} fields, not {_json_type(value)}",
             [{"path": "$", "value": value, "message": "expected an object"}],
         )
     try:
         # JSON-mode validation: strict types as JSON has them (1 is a number, "1" is not).
-        return TrainingRequest.model_validate_json(json.dumps(value))
+        return model.model_validate_json(json.dumps(value))
     except ValidationError as exc:
-        details = validation_details(exc, TrainingRequest)
+        details = validation_details(exc, model)
         names = ", ".join(d["path"] for d in details)
         raise RequestError(
             422, "invalid_request", f"{len(details)} invalid field(s): {names}", details

@@ -70,6 +70,7 @@ def test_registered_functions_are_the_contract():
     }
     assert http == {
         "submit_run": ("runs", ["POST"], "FUNCTION"),
+        "submit_verification": ("verifications", ["POST"], "FUNCTION"),
         "list_runs": ("runs", ["GET"], "FUNCTION"),
         "get_run": ("runs/{run_id}", ["GET"], "FUNCTION"),
         "cancel_run": ("runs/{run_id}/cancel", ["POST"], "FUNCTION"),
