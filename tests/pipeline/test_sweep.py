@@ -77,6 +77,16 @@ def test_bad_candidates_are_refused_naming_the_index_and_the_field():
     assert loc == ("candidates",) and "at most 4" in msg
 
 
+def test_the_http_api_answers_422_with_the_candidates_index_and_field():
+    from triggers.validation import RequestError, validate_training_request
+
+    with pytest.raises(RequestError) as info:
+        validate_training_request({"candidates": [{"num_leaves": 31}, {"num_leaves": 9000}]})
+    assert info.value.status == 422
+    (detail,) = info.value.details
+    assert detail["path"] == "candidates[1].num_leaves" and detail["value"] == 9000
+
+
 def test_candidates_that_train_the_same_parameters_are_refused():
     # {} means "params as they are", which already has num_leaves 31.
     (loc, msg), *_ = _errors({"candidates": [{"learning_rate": 0.1}, {}, {"num_leaves": 31}]})
