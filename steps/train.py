@@ -177,6 +177,7 @@ def train(
         summary = {
             "mlflow_run_id": run.info.run_id,
             "best_iteration": best_iteration,
+            "rounds_trained": int(booster.current_iteration()),
             "valid_auc": valid_auc,
             "train_seconds": round(seconds, 3),
             "model_uri": info.model_uri,
