@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps._cli import StepParser, read_json, run_step, validated, write_json
+from steps._cli import StepParser, read_json, run_step, write_json
 from steps.gate import ChampionGate
-from steps.params import GateKpis
+from steps.params import GateKpis, add_gate_flags, gate_kpis
 
 
 def evaluate(
@@ -80,24 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--champion", type=Path, required=True, help="score_champion's output folder."
     )
-    parser.add_argument("--gate-metric", required=True, help="auc, normalized_gini or pr_auc.")
-    parser.add_argument("--gate-min-score", type=float, required=True, help="The floor.")
-    parser.add_argument(
-        "--gate-max-regression", type=float, required=True, help="Allowed drop vs the champion."
-    )
+    add_gate_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
-    kpis = validated(
-        GateKpis,
-        {
-            "gate_metric": args.gate_metric,
-            "gate_min_score": args.gate_min_score,
-            "gate_max_regression": args.gate_max_regression,
-        },
-    )
+    kpis = gate_kpis(args)
     summary = evaluate(args.prepared, args.model, args.champion, kpis, args.out)
     if summary.get("skipped_reason"):
         print(f"evaluate: skipped: {summary['skipped_reason']}", file=sys.stderr)

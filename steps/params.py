@@ -106,3 +106,26 @@ class RetrainPolicy(BaseModel):
     min_new_rows: NewRows = Field(
         10_000, description="New rows a drop needs to be trained on (min_new_rows)."
     )
+
+
+def add_gate_flags(parser) -> None:
+    """The gate's KPI flags, shared by every step that judges a model."""
+    parser.add_argument("--gate-metric", required=True, help="auc, normalized_gini or pr_auc.")
+    parser.add_argument("--gate-min-score", type=float, required=True, help="The floor.")
+    parser.add_argument(
+        "--gate-max-regression", type=float, required=True, help="Allowed drop vs the champion."
+    )
+
+
+def gate_kpis(args) -> GateKpis:
+    """The KPIs from add_gate_flags' flags, validated (StepError naming the flag)."""
+    from steps._cli import validated
+
+    return validated(
+        GateKpis,
+        {
+            "gate_metric": args.gate_metric,
+            "gate_min_score": args.gate_min_score,
+            "gate_max_regression": args.gate_max_regression,
+        },
+    )

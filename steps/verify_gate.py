@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps._cli import StepError, StepParser, read_json, run_step, validated, write_json
+from steps._cli import StepError, StepParser, read_json, run_step, write_json
 from steps.gate import ChampionGate
-from steps.params import GateKpis
+from steps.params import GateKpis, add_gate_flags, gate_kpis
 from steps.verify_endpoint import PREDICTIONS_FILE, load_rows
 
 
@@ -100,24 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scored", type=Path, required=True, help="verify_endpoint's output.")
     parser.add_argument("--data", type=Path, required=True, help="Verification data folder.")
     parser.add_argument("--model-name", required=True, help="Registered champion's name.")
-    parser.add_argument("--gate-metric", required=True, help="auc, normalized_gini or pr_auc.")
-    parser.add_argument("--gate-min-score", type=float, required=True, help="The floor.")
-    parser.add_argument(
-        "--gate-max-regression", type=float, required=True, help="Allowed drop vs the champion."
-    )
+    add_gate_flags(parser)
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
-    kpis = validated(
-        GateKpis,
-        {
-            "gate_metric": args.gate_metric,
-            "gate_min_score": args.gate_min_score,
-            "gate_max_regression": args.gate_max_regression,
-        },
-    )
+    kpis = gate_kpis(args)
     summary = verify_gate(args.scored, args.data, args.model_name, kpis, args.out)
     print(
         f"verify_gate: {summary['verdict']} ({kpis.gate_metric} "

@@ -113,25 +113,16 @@ class TriggerService:
 
     # --- the triggers ---------------------------------------------------------------
     def submit_http(self, submission: HttpSubmission) -> Outcome:
-        with telemetry.span("validate"):
-            request = parse_training_request(submission.body)
-            header = submission.idempotency_key
-            if header is not None and (problem := policies.check_idempotency_key(header)):
-                raise RequestError(
-                    422,
-                    "invalid_idempotency_key",
-                    problem,
-                    [{"path": "Idempotency-Key", "value": header, "message": problem}],
-                )
-        today = datetime.fromtimestamp(self.clock(), UTC).date()
-        key = policies.http_key(header, request.model_dump(mode="json"), today)
-        return self.submit_request(request, trigger="http", idempotency_key=key)
+        return self._submit_http(submission, parse_training_request)
 
     def submit_verification(self, submission: HttpSubmission) -> Outcome:
         """POST /api/verifications: a model trained elsewhere, through the same ledger,
         idempotency, concurrency limit and callback as a training run."""
+        return self._submit_http(submission, parse_verification_request)
+
+    def _submit_http(self, submission: HttpSubmission, parse) -> Outcome:
         with telemetry.span("validate"):
-            request = parse_verification_request(submission.body)
+            request = parse(submission.body)
             header = submission.idempotency_key
             if header is not None and (problem := policies.check_idempotency_key(header)):
                 raise RequestError(
