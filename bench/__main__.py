@@ -1,4 +1,4 @@
-"""`python -m bench [pipeline|imports|http|blob|batch|sweep ...]`: run benchmarks, print figures.
+"""`python -m bench [SUITE ...]`: run benchmarks (all suites by default), print figures.
 
 `make bench` runs them all on 600,000 generated rows. Figures are for comparison
 within one run (ratios to a baseline measured alongside); the machine is shared.
@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SUITES = ("pipeline", "imports", "http", "blob", "batch", "sweep")
+SUITES = ("pipeline", "imports", "http", "telemetry", "blob", "drift", "batch", "sweep")
 
 
 def main() -> None:
@@ -50,10 +50,18 @@ def main() -> None:
             from bench import http_api
 
             http_api.main()
+        if "telemetry" in suites:
+            from bench import telemetry
+
+            telemetry.main()
         if "blob" in suites:
             from bench import blob_detect
 
             blob_detect.main()
+        if "drift" in suites:
+            from bench import drift
+
+            drift.main(args.rows, args.seed, work / "drift")
         if "batch" in suites:
             from bench import batch_score
 
