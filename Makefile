@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
+# checkov (the infra template's linter) lives in a virtualenv of its own: its ~100
+# pinned packages would otherwise constrain the app's.
+CHECKOV = .venv-checkov/bin/checkov
 
 .PHONY: demo test lint unit bench lock clean setup
 
@@ -12,6 +15,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[pipeline,azure,dev]'
+	@touch $@
+
+$(CHECKOV): infra/checkov-constraints.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q --disable-pip-version-check -c infra/checkov-constraints.txt checkov
 	@touch $@
 
 node_modules/.package-lock.json: package.json
@@ -25,9 +33,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not azurite" -q
+	$(BIN)/python -m pytest -m "not slow and not azurite and not infra_lint" -q
 
-test: $(STAMP) node_modules/.package-lock.json lint
+test: $(STAMP) node_modules/.package-lock.json $(CHECKOV) lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -39,4 +47,4 @@ lock:
 	/tmp/aml-trigger-lock/bin/pip freeze --exclude aml-trigger | sort -f > constraints.txt
 
 clean:
-	rm -rf $(VENV) node_modules .local
+	rm -rf $(VENV) .venv-checkov node_modules .local
