@@ -276,3 +276,47 @@ def submitter(aml_env, fake_azure, fake_credential):
         retry_total=0,
         retry_backoff_factor=0,
     )
+
+
+# --- a workspace that stores what publish PUTs (test_publish, test_batch_pipeline) ---
+class Registry:
+    """Assets as the workspace stores them: PUT stores the body, GET returns it or 404."""
+
+    def __init__(self) -> None:
+        self.assets: dict[str, dict] = {}
+
+    def put(self, sent):
+        body = {"id": sent.path, "name": sent.path.rsplit("/", 1)[-1], **sent.json()}
+        self.assets[sent.path] = body
+        return (201, body)
+
+    def get(self, sent):
+        if sent.path in self.assets:
+            return (200, self.assets[sent.path])
+        return (404, {"error": {"code": "NotFound", "message": f"{sent.path} not found"}})
+
+
+@pytest.fixture
+def workspace(fake_azure, wire):
+    """A workspace where nothing of ours is published yet, but whose blob store
+    already holds this code snapshot (so no upload leaves the machine)."""
+    registry = Registry()
+    code_id = f"{wire.WS_PATH}/codes/4f1e-snapshot/versions/1"
+    fake_azure.on("GET", r"/(environments|components)/[^/]+/versions/[^/?]+\?", registry.get)
+    fake_azure.on("PUT", r"/(environments|components)/[^/]+/versions/", registry.put)
+    fake_azure.on(
+        "GET",
+        r"/codes/[^/]+/versions\?",
+        (200, {"value": [{"id": code_id, "name": "1", "properties": {"codeUri": "x"}}]}),
+    )
+    fake_azure.on(
+        "GET",
+        r"/codes/4f1e-snapshot/versions/1\?",
+        (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
+    )
+    fake_azure.on(
+        "GET",
+        rf"/workspaces/{wire.WS}\?",
+        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
+    )
+    return code_id

@@ -7,6 +7,7 @@ from azure.ai.ml import load_component
 
 from pipeline.publish import PIPELINE_YAML, publish, publish_version
 from pipeline.settings import Settings
+from tests.azure.conftest import Registry
 
 NODES = [
     "prep", "check_drift", "train", "train_1", "train_2", "train_3", "score_champion",
@@ -23,49 +24,6 @@ def test_every_component_and_the_pipeline_load_with_the_sdk():
     for node in pipeline.jobs.values():
         assert node.component.type == "command"
         assert node.component.code == "../.."
-
-
-class Registry:
-    """Assets as the workspace stores them: PUT stores the body, GET returns it or 404."""
-
-    def __init__(self) -> None:
-        self.assets: dict[str, dict] = {}
-
-    def put(self, sent):
-        body = {"id": sent.path, "name": sent.path.rsplit("/", 1)[-1], **sent.json()}
-        self.assets[sent.path] = body
-        return (201, body)
-
-    def get(self, sent):
-        if sent.path in self.assets:
-            return (200, self.assets[sent.path])
-        return (404, {"error": {"code": "NotFound", "message": f"{sent.path} not found"}})
-
-
-@pytest.fixture
-def workspace(fake_azure, wire):
-    """A workspace where nothing of ours is published yet, but whose blob store
-    already holds this code snapshot (so no upload leaves the machine)."""
-    registry = Registry()
-    code_id = f"{wire.WS_PATH}/codes/4f1e-snapshot/versions/1"
-    fake_azure.on("GET", r"/(environments|components)/[^/]+/versions/[^/?]+\?", registry.get)
-    fake_azure.on("PUT", r"/(environments|components)/[^/]+/versions/", registry.put)
-    fake_azure.on(
-        "GET",
-        r"/codes/[^/]+/versions\?",
-        (200, {"value": [{"id": code_id, "name": "1", "properties": {"codeUri": "x"}}]}),
-    )
-    fake_azure.on(
-        "GET",
-        r"/codes/4f1e-snapshot/versions/1\?",
-        (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
-    )
-    fake_azure.on(
-        "GET",
-        rf"/workspaces/{wire.WS}\?",
-        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
-    )
-    return code_id
 
 
 def _publish(fake_azure, fake_credential):
