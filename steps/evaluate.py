@@ -35,11 +35,7 @@ def evaluate(
     configure_tracking()
     model, dataset = load_model(str(model_dir / MODEL_DIR))
     metrics = score_split(model, dataset, prepared)
-    gate = ChampionGate(
-        metric=kpis.gate_metric,
-        min_score=kpis.gate_min_score,
-        max_regression=kpis.gate_max_regression,
-    )
+    gate = ChampionGate.from_kpis(kpis)
     decision = gate.decide(
         metrics,
         champion=champion.get("metrics"),

@@ -34,6 +34,15 @@ class ChampionGate:
     min_score: float
     max_regression: float
 
+    @classmethod
+    def from_kpis(cls, kpis) -> ChampionGate:
+        """The gate a request's KPIs (steps.params.GateKpis) describe."""
+        return cls(
+            metric=kpis.gate_metric,
+            min_score=kpis.gate_min_score,
+            max_regression=kpis.gate_max_regression,
+        )
+
     def decide(
         self,
         candidate: Mapping[str, float],

@@ -67,11 +67,7 @@ def verify_gate(
     metrics = classification_metrics(target, probabilities)
     configure_registry()
     champion = champion_on_rows(model_name, data, endpoint["target_column"], target)
-    gate = ChampionGate(
-        metric=kpis.gate_metric,
-        min_score=kpis.gate_min_score,
-        max_regression=kpis.gate_max_regression,
-    )
+    gate = ChampionGate.from_kpis(kpis)
     decision = gate.decide(
         metrics,
         champion=champion["metrics"],
