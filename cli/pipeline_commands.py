@@ -32,15 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="A training, split, gate or retrain parameter, or model_name/endpoint_name "
         "(repeatable), e.g. --param num_boost_round=200.",
     )
-    run.add_argument(
-        "--candidate",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE[,KEY=VALUE...]",
-        help="A training candidate (repeatable, up to 4): the training parameters it "
-        "changes, e.g. --candidate num_leaves=31 --candidate num_leaves=127,learning_rate=0.1. "
-        "They train side by side; the best by validation AUC goes on to the gate.",
-    )
+    add_candidate_flag(run)
     run.add_argument(
         "--deploy",
         choices=["local", "none", "aci", "aks"],
@@ -80,6 +72,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "e.g. 1.0 makes a drop that check_drift sees as drifted.",
     )
     sample.set_defaults(func=cmd_sample_data)
+
+
+def add_candidate_flag(parser: argparse.ArgumentParser) -> None:
+    """`--candidate`, shared by `run` and `submit`."""
+    parser.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE...]",
+        help="A training candidate (repeatable, up to 4): the training parameters it "
+        "changes, e.g. --candidate num_leaves=31 --candidate num_leaves=127,learning_rate=0.1. "
+        "They train side by side; the best by validation AUC goes on to the gate.",
+    )
 
 
 # -- parameters -----------------------------------------------------------------------

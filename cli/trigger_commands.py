@@ -9,6 +9,8 @@ import uuid
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from cli.pipeline_commands import add_candidate_flag
+
     serve = sub.add_parser(
         "serve",
         help="Run function_app locally: HTTP API, timers and blob watching.",
@@ -50,15 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="A training, split or gate parameter, or model_name/endpoint_name (repeatable).",
     )
-    submit.add_argument(
-        "--candidate",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE[,KEY=VALUE...]",
-        help="A training candidate (repeatable, up to 4): the training parameters it "
-        "changes, e.g. --candidate num_leaves=31 --candidate num_leaves=127,learning_rate=0.1. "
-        "They train side by side; the best by validation AUC goes on to the gate.",
-    )
+    add_candidate_flag(submit)
     submit.add_argument(
         "--deploy",
         choices=["local", "none", "aci", "aks"],
