@@ -59,6 +59,26 @@ class RunMonitor:
             log.warning("starting a queued run failed: %s", exc.message)
         return report
 
+    def run_ended(self, run_id: str) -> MonitorReport:
+        """A backend said `run_id` changed state (an Azure ML RunStatusChanged event,
+        or the local worker's end-of-run event): follow that one run now, then start
+        what fits under the limit. A redelivered or early event is harmless: the run is
+        re-read from the backend and the ledger's conditional writes decide."""
+        report = MonitorReport()
+        entry = self.ledger.by_run_id(run_id)
+        # An entry whose terminal status is already recorded was settled by an earlier
+        # delivery (or the safety-net tick); following it again would report it twice.
+        if entry is not None and entry.status == "submitted" and entry.run_status not in TERMINAL:
+            with telemetry.scoped(run_id=entry.run_id, trigger=entry.trigger,
+                                  idempotency_key=entry.key):  # fmt: skip
+                self._follow(entry, report)
+        try:
+            for outcome in self.service.dispatch_waiting():
+                report.started.append(outcome.run.run_id)
+        except SubmissionError as exc:
+            log.warning("starting a queued run failed: %s", exc.message)
+        return report
+
     def _follow(self, entry: LedgerEntry, report: MonitorReport) -> None:
         try:
             record = self.service.submitter.get(entry.run_id)

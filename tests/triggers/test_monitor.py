@@ -38,3 +38,17 @@ def test_queued_run_starts_when_the_running_one_ends(make_service, fake_submitte
     fake_submitter.finish(second.run.run_id, status="failed")
     assert monitor.tick().finished == [second.run.run_id]
     assert service.ledger.open_entries() == []  # nothing left to follow
+
+
+def test_run_ended_event_starts_the_next_queued_run_without_a_tick(make_service, fake_submitter):
+    service = make_service(MAX_CONCURRENT_RUNS="1")
+    first = submit(service, "http:a")
+    second = submit(service, "http:b")
+    monitor = RunMonitor(service)
+    assert monitor.run_ended(first.run.run_id).started == []  # still running: nothing frees
+    fake_submitter.finish(first.run.run_id)
+    report = monitor.run_ended(first.run.run_id)
+    assert report.finished == [first.run.run_id]
+    assert report.started == [second.run.run_id]
+    again = monitor.run_ended(first.run.run_id)  # a redelivered event changes nothing
+    assert again.finished == [] and again.started == []
