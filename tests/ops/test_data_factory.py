@@ -481,3 +481,43 @@ def test_a_failed_scoring_job_fails_the_pipeline(batch_endpoint, tmp_path):
     assert "batchjob-1" in run.error["message"]
     assert run.return_value == {}
     assert len(endpoint.invocations) == 1
+
+
+def test_a_web_activity_with_the_async_pattern_waits_on_the_status_route(
+    served, home, quick_submitter
+):
+    # docs/data-factory.md: a hand-built Web activity (async pattern on, the default)
+    # also works against POST /api/runs when its key is in the URL: the service puts
+    # the same ?code= into Location, and ADF re-sends no header when it follows it.
+    pipeline = {
+        "parameters": {"base": {"type": "string"}, "key": {"type": "string"}},
+        "activities": [
+            {
+                "name": "Train_and_wait",
+                "type": "WebActivity",
+                "policy": {"retry": 0},
+                "typeProperties": {
+                    "method": "POST",
+                    "url": "@concat(pipeline().parameters.base, '/api/runs?code=', "
+                    "pipeline().parameters.key)",
+                    "headers": {
+                        "Content-Type": "application/json",
+                        "Idempotency-Key": "@concat('adf-', pipeline().RunId)",
+                    },
+                    "body": {"data": "drops/", "deploy_target": "none"},
+                },
+            }
+        ],
+    }
+    factory = adf.Factory({}, {}, {"Hand_built": pipeline}, {})
+    assert adf.check_pipeline("Hand_built", factory) == []
+    env = adf.Environment(key_vault={}, blob_root=home / "storage", time_scale=0.002)
+    params = {"base": served.url, "key": FUNCTION_KEY}
+    run = adf.PipelineRun(factory, "Hand_built", params, run_id="r4", env=env).run()
+    assert run.status == "Succeeded", run.error
+    (record,) = quick_submitter.list_runs()
+    assert run.outputs["Train_and_wait"]["status"] == "completed"
+    assert run.outputs["Train_and_wait"]["run_id"] == record.run_id
+    polls = run.sent[1:]
+    assert polls and all(p.method == "GET" and "/status?code=" in p.url for p in polls)
+    assert all("Idempotency-Key" not in p.headers for p in polls)
