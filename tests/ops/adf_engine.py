@@ -31,9 +31,11 @@ check fails a test instead of passing unnoticed. What it follows, from Microsoft
 - Wait, SetVariable (and the `pipelineReturnValue` system variable), IfCondition, Fail
   (its errorCode and message become the run's error).
 
-Not implemented: concurrency between independent activities (they run one after
-another), ADF's full rules for a pipeline's status (here: failed when any top-level
-activity failed), activity-level `timeout` policies, integration runtimes, datasets
+Not implemented: secureInput/secureOutput (there is no run history here),
+httpRequestTimeout (every local call answers at once), concurrency between
+independent activities (they run one after another), ADF's full rules for a
+pipeline's status (here: failed when any top-level activity failed), activity-level
+`timeout` policies, Validation's minimumSize/childItems, integration runtimes, datasets
 other than a Binary blob file, and every activity or function not listed above.
 Durations are multiplied by `time_scale` so that hours of waiting take milliseconds.
 """
@@ -481,6 +483,8 @@ class PipelineRun:
                 raise ActivityError(f"Until activity {name} timed out", "ActivityTimedOut")
 
     def _validation(self, props: dict) -> None:
+        if "minimumSize" in props or "childItems" in props:
+            raise Unsupported("Validation minimumSize/childItems")
         ref = props["dataset"]
         dataset = self.factory.datasets[ref["referenceName"]]
         given = self.evaluator.value(ref.get("parameters", {}))
@@ -527,6 +531,8 @@ class PipelineRun:
         if auth is not None:
             if auth["type"] != "MSI":
                 raise Unsupported(f"authentication {auth['type']}")
+            if auth["resource"] not in self.env.tokens:
+                raise Unsupported(f"no managed-identity token for {auth['resource']}")
             auth_headers["Authorization"] = f"Bearer {self.env.tokens[auth['resource']]}"
         url = props["url"]
         headers = {**props.get("headers", {}), **auth_headers}
