@@ -521,3 +521,65 @@ def test_a_web_activity_with_the_async_pattern_waits_on_the_status_route(
     polls = run.sent[1:]
     assert polls and all(p.method == "GET" and "/status?code=" in p.url for p in polls)
     assert all("Idempotency-Key" not in p.headers for p in polls)
+
+
+# --- the JSON against the Data Factory REST API's models ---------------------------------
+schema = _load("aml_trigger_tests_adf_schema", "adf_schema.py")
+
+
+def _api_problems(deployment) -> list[str]:
+    problems = []
+    for resource in deployment.resources:
+        root = schema.ROOTS.get(resource.type.split("/")[-1].lower())
+        if root is not None:
+            problems += schema.unknown_properties(resource.properties, root, resource.name)
+    return problems
+
+
+def test_every_property_is_one_the_data_factory_api_defines():
+    _, deployment = _factory()
+    assert sum(1 for r in deployment.resources if r.type.count("/") == 2) == 7  # all checked
+    assert _api_problems(deployment) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda t: _activity(t, "Get_run_status")["typeProperties"].update(functionNam="x"),
+            "functionNam: not a property of AzureFunctionActivityTypeProperties",
+        ),
+        (
+            lambda t: _activity(t, "Start_training_run")["policy"].update(retries=3),
+            "retries: not a property of ActivityPolicy",
+        ),
+        (
+            lambda t: _activity(t, "Return_run_summary")["typeProperties"].update(
+                setSystemVariabl=True
+            ),
+            "setSystemVariabl: not a property of SetVariableActivityTypeProperties",
+        ),
+        (
+            lambda t: _activity(t, "Wait_for_drop_marker").update(type="Validate"),
+            "type 'Validate' is not a Activity type",
+        ),
+        (
+            lambda t: t["resources"][2]["properties"]["typeProperties"]["functionKey"].update(
+                secret="x"
+            ),
+            "secret: not a property of AzureKeyVaultSecretReference",
+        ),
+        (
+            lambda t: t["resources"][-1]["properties"]["typeProperties"]["recurrence"][
+                "schedule"
+            ].update(hour=[3]),
+            "hour: not a property of RecurrenceSchedule",
+        ),
+    ],
+)
+def test_a_property_the_api_does_not_define_is_caught(change, expected):
+    template = json.loads(TEMPLATE.read_text())
+    change(template)
+    _, deployment = _factory(template)
+    problems = _api_problems(deployment)
+    assert any(expected in p for p in problems), problems
