@@ -1,6 +1,6 @@
 """integrations/data-factory/azuredeploy.json: the template evaluated offline, the
 factory's JSON checked for what Data Factory would refuse, and both pipelines run on
-a small emulator of the Data Factory engine (tests/ops/adf_engine.py).
+a small emulator of the Data Factory engine (tests/ops/adf_emulator/).
 
 The training pipeline calls the real local Functions host (function_app over a
 socket) whose trigger service submits to the embedded backend running a two-step
@@ -32,17 +32,25 @@ TEMPLATE = REPO / "integrations" / "data-factory" / "azuredeploy.json"
 BATCH_PIPELINE = PIPELINE_YAML.with_name("batch_scoring_pipeline.yaml")
 
 
-def _load(name: str, file: str):
+def _load(name: str, path: Path):
+    """Loads a helper beside this file (tests/ops is not a package; pytest imports
+    with importlib). A folder is loaded as a package, so its relative imports work."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE / file)
+        package = path.is_dir()
+        spec = importlib.util.spec_from_file_location(
+            name,
+            path / "__init__.py" if package else path,
+            submodule_search_locations=[str(path)] if package else None,
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look the module up while the class is built
         spec.loader.exec_module(module)
     return sys.modules[name]
 
 
-arm = _load("aml_trigger_tests_arm_template", "arm_template.py")
-adf = _load("aml_trigger_tests_adf_engine", "adf_engine.py")
+arm = _load("aml_trigger_tests_arm_template", HERE / "arm_template.py")
+adf = _load("aml_trigger_tests_adf_emulator", HERE / "adf_emulator")
+schema = _load("aml_trigger_tests_adf_emulator.schema", HERE / "adf_emulator" / "schema.py")
 FUNCTION_KEY, FAIL_SEED = "ops-test-function-key", 13  # see conftest.py
 
 SCOPE = arm.Scope("11111111-2222-3333-4444-555555555555", "rg-data", "westeurope")
@@ -524,9 +532,6 @@ def test_a_web_activity_with_the_async_pattern_waits_on_the_status_route(
 
 
 # --- the JSON against the Data Factory REST API's models ---------------------------------
-schema = _load("aml_trigger_tests_adf_schema", "adf_schema.py")
-
-
 def _api_problems(deployment) -> list[str]:
     problems = []
     for resource in deployment.resources:
