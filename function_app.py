@@ -2,10 +2,13 @@
 
 Each function hands the host's binding value to `triggers/` in a line or two.
 Importing this module must stay cheap and must not fail on settings: it loads
-only azure.functions and triggers.entry; the service is built on the first event.
+azure.functions, the blob SDK-type extension (azure-storage-blob, azure-identity:
+the worker reads the annotation at indexing, so it cannot load later) and
+triggers.entry; the service is built on the first event.
 """
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
 
 from triggers import entry
 
@@ -61,15 +64,18 @@ def scheduled_retrain(timer: func.TimerRequest) -> None:
     entry.timer("scheduled_retrain", timer)
 
 
-# The function gets the blob's name and URI; triggers/ never reads its content.
+# A BlobClient (an SDK type) makes the binding deferred: the host sends the worker a
+# reference (connection, container, name), never the blob's bytes, which an InputStream
+# would pull through gRPC on every trigger. Flex Consumption has only the Event Grid
+# source (docs/infra.md); the local host watches the container whatever the source.
 @app.blob_trigger(
-    arg_name="blob",
+    arg_name="client",
     path="%INCOMING_CONTAINER%/{name}",
     connection="AzureWebJobsStorage",
-    source=entry.blob_source(),
+    source=func.BlobSource.EVENT_GRID,
 )
-def incoming_blob(blob: func.InputStream) -> None:
-    entry.blob(blob)
+def incoming_blob(client: blob.BlobClient) -> None:
+    entry.blob(client)
 
 
 # --- housekeeping --------------------------------------------------------------------------

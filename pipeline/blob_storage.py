@@ -26,12 +26,14 @@ def is_emulator(connection_string: str) -> bool:
     )
 
 
-def blob_service_client(connection_string: str):
-    """A BlobServiceClient for a connection string (Azurite gets an API version it knows)."""
+def blob_service_client(connection_string: str, **options):
+    """A BlobServiceClient for a connection string (Azurite gets an API version it
+    knows); `options` go to the client (azure-core's `transport=`, for instance)."""
     from azure.storage.blob import BlobServiceClient
 
-    kwargs = {"api_version": EMULATOR_API_VERSION} if is_emulator(connection_string) else {}
-    return BlobServiceClient.from_connection_string(connection_string, **kwargs)
+    if is_emulator(connection_string):
+        options.setdefault("api_version", EMULATOR_API_VERSION)
+    return BlobServiceClient.from_connection_string(connection_string, **options)
 
 
 class BlobStorage:
@@ -116,6 +118,13 @@ class BlobStorage:
 
     def uri(self, container: str, name: str) -> str:
         return self._container(container).get_blob_client(name).url
+
+    def blob_client(self, container: str, name: str):
+        """The azure.storage.blob.BlobClient the Functions host binds for a blob trigger
+        typed `blob.BlobClient`. In Azure the extension builds it from the function's
+        connection setting (AzureWebJobsStorage); this service client comes from the
+        same setting, and sharing it keeps its connection pool."""
+        return self.service.get_blob_client(container, name)
 
 
 def _info(container: str, props) -> BlobInfo:

@@ -127,11 +127,6 @@ class Settings(BaseModel):
         description="BLOB_PREFIX: only blobs under this prefix of the incoming container "
         "trigger runs; empty = all.",
     )
-    blob_trigger_source: Literal["LogsAndContainerScan", "EventGrid"] = Field(
-        "LogsAndContainerScan",
-        description="BLOB_TRIGGER_SOURCE: `EventGrid` (low latency; needs an Event Grid "
-        "subscription) or the polling default.",
-    )
     request_max_bytes: int = Field(
         65_536,
         ge=1024,
@@ -199,7 +194,6 @@ class Settings(BaseModel):
             "blob_max_delay_seconds": env.get("BLOB_MAX_DELAY_SECONDS") or 600.0,
             "blob_max_bytes": env.get("BLOB_MAX_BYTES") or 5 * 1024**3,
             "blob_prefix": env.get("BLOB_PREFIX") or "",
-            "blob_trigger_source": env.get("BLOB_TRIGGER_SOURCE") or "LogsAndContainerScan",
             "request_max_bytes": env.get("REQUEST_MAX_BYTES") or 65_536,
             "train_data_prefix": env.get("TRAIN_DATA_PREFIX") or "",
             "public_base_url": env.get("PUBLIC_BASE_URL")
@@ -263,7 +257,6 @@ _ENV_NAMES = {
     "blob_max_delay_seconds": "BLOB_MAX_DELAY_SECONDS",
     "blob_max_bytes": "BLOB_MAX_BYTES",
     "blob_prefix": "BLOB_PREFIX",
-    "blob_trigger_source": "BLOB_TRIGGER_SOURCE",
     "request_max_bytes": "REQUEST_MAX_BYTES",
     "train_data_prefix": "TRAIN_DATA_PREFIX",
     "public_base_url": "PUBLIC_BASE_URL",

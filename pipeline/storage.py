@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +46,10 @@ class Storage(Protocol):
         ...
 
     def uri(self, container: str, name: str) -> str: ...
+
+    def blob_client(self, container: str, name: str):
+        """What the blob trigger binds for `blob.BlobClient`: a reference to one blob."""
+        ...
 
 
 class FolderStorage:
@@ -100,6 +105,9 @@ class FolderStorage:
     def uri(self, container: str, name: str) -> str:
         return (self._container(container) / name).resolve().as_uri()
 
+    def blob_client(self, container: str, name: str) -> FolderBlobClient:
+        return FolderBlobClient(self, container, name)
+
     @staticmethod
     def _info(container: str, name: str, full: Path) -> BlobInfo | None:
         try:
@@ -110,6 +118,53 @@ class FolderStorage:
             return None  # hidden files are in-progress writes (see put_blob)
         etag = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
         return BlobInfo(container, name, f'"{etag}"', st.st_size, st.st_mtime)
+
+
+@dataclass(frozen=True, slots=True)
+class FolderBlobProperties:
+    """The fields of azure.storage.blob.BlobProperties a folder can honestly give."""
+
+    name: str
+    container: str
+    etag: str
+    size: int
+    last_modified: datetime
+
+
+class FolderBlobClient:
+    """Folder storage's nearest honest equivalent of the azure.storage.blob.BlobClient
+    the Functions host binds for a blob trigger: the same attributes and the one call
+    the blob function uses (`container_name`, `blob_name`, `url`,
+    `get_blob_properties()`, which raises ResourceNotFoundError for a missing blob as
+    the service does), and nothing else: a folder has no download or lease API to
+    imitate, so there is none (an AttributeError, not a silent stand-in)."""
+
+    __slots__ = ("_storage", "container_name", "blob_name")
+
+    def __init__(self, storage: FolderStorage, container: str, name: str) -> None:
+        self._storage = storage
+        self.container_name = container
+        self.blob_name = name
+
+    @property
+    def url(self) -> str:
+        return self._storage.uri(self.container_name, self.blob_name)
+
+    def get_blob_properties(self) -> FolderBlobProperties:
+        info = self._storage.get_blob(self.container_name, self.blob_name)
+        if info is None:
+            from azure.core.exceptions import ResourceNotFoundError
+
+            raise ResourceNotFoundError(
+                f"The specified blob does not exist: {self.container_name}/{self.blob_name}"
+            )
+        return FolderBlobProperties(
+            name=info.name,
+            container=info.container,
+            etag=info.etag,
+            size=info.size,
+            last_modified=datetime.fromtimestamp(info.last_modified, UTC),
+        )
 
 
 def open_storage(settings) -> Storage:  # settings: pipeline.settings.Settings

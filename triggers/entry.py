@@ -2,6 +2,7 @@
 
 Imported by function_app at indexing time, so it loads only the standard library
 and azure.functions; the service and its dependencies load on the first event.
+The blob function's argument is the BlobClient the host binds (function_app.py).
 """
 
 from __future__ import annotations
@@ -20,17 +21,6 @@ log = logging.getLogger("aml_trigger")
 _EARLY_TICK = timedelta(seconds=5)
 
 
-def blob_source() -> func.BlobSource:
-    """BLOB_TRIGGER_SOURCE=EventGrid selects Event Grid, anything else the polling
-    default: read leniently here because a bad value must not break indexing (the
-    service reports it through Settings when it starts)."""
-    import os
-
-    if os.environ.get("BLOB_TRIGGER_SOURCE", "").lower() == "eventgrid":
-        return func.BlobSource.EVENT_GRID
-    return func.BlobSource.LOGS_AND_CONTAINER_SCAN
-
-
 def http(handler_name: str, req: func.HttpRequest) -> func.HttpResponse:
     from triggers import http_api, telemetry
 
@@ -46,20 +36,34 @@ def http(handler_name: str, req: func.HttpRequest) -> func.HttpResponse:
         return response
 
 
-def blob(stream: func.InputStream) -> None:
-    container, _, name = (stream.name or "").partition("/")
-    props = getattr(stream, "blob_properties", None) or {}
-    arrival = BlobArrival(
-        container=container,
-        name=name,
-        etag=props.get("ETag") or props.get("Etag") or props.get("etag"),
-        size=stream.length if stream.length is not None else props.get("Length"),
-        uri=stream.uri,
-    )
+def blob(client) -> None:
+    """`client` is the BlobClient the host binds: a reference to the landed blob, never
+    its bytes (azure.storage.blob.BlobClient in Azure and on Azurite; on folder storage
+    pipeline.storage.FolderBlobClient). Its name comes with it; ETag and size cost one
+    request (get_blob_properties, a HEAD), and the content is never downloaded."""
+    from azure.core.exceptions import ResourceNotFoundError
+
     from triggers import telemetry
 
+    container, name = client.container_name, client.blob_name
     telemetry.setup()
-    with telemetry.event("blob", blob=stream.name, etag=arrival.etag, size=arrival.size):
+    with telemetry.event("blob", blob=f"{container}/{name}") as span:
+        try:
+            props = client.get_blob_properties()
+        except ResourceNotFoundError:
+            # Deleted before its event was handled (Event Grid delivers at least once,
+            # possibly late): nothing to run, and retrying would only poison it.
+            log.info("blob %s/%s: no longer exists, nothing to do", container, name)
+            return
+        span.set_attribute(telemetry.ATTR + "etag", str(props.etag))
+        span.set_attribute(telemetry.ATTR + "size", props.size or 0)
+        arrival = BlobArrival(
+            container=container,
+            name=name,
+            etag=props.etag,
+            size=props.size,
+            uri=client.url.partition("?")[0],  # never a SAS token
+        )
         outcome = runtime.service().on_blob(arrival)
         telemetry.record_outcome(outcome)
         log.info("blob %s/%s: %s", container, name, _describe(outcome))

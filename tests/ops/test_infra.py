@@ -266,7 +266,6 @@ def test_app_settings_are_accepted_by_the_apps_own_settings_as_an_azure_ml_deplo
     assert parsed.pipeline_backend == "aml"
     assert parsed.missing_for_aml() == []
     assert parsed.storage_kind == "azure"
-    assert parsed.blob_trigger_source == "EventGrid"
     assert (parsed.aml_subscription_id, parsed.aml_resource_group, parsed.aml_workspace) == (
         SUBSCRIPTION,
         "rg-ml",
@@ -318,14 +317,14 @@ def test_additional_app_settings_are_added_but_cannot_override_managed_ones():
             additionalAppSettings={
                 "BLOB_BATCH_MODE": "marker",
                 "MAX_CONCURRENT_RUNS": 2,
-                "BLOB_TRIGGER_SOURCE": "LogsAndContainerScan",
+                "INCOMING_CONTAINER": "elsewhere",
             }
         )
     )
     assert settings["BLOB_BATCH_MODE"] == "marker"
     assert settings["MAX_CONCURRENT_RUNS"] == "2"  # app settings are strings
-    # Flex Consumption only has the Event Grid source; the template keeps it.
-    assert settings["BLOB_TRIGGER_SOURCE"] == "EventGrid"
+    # The container Event Grid is subscribed to stays the template's.
+    assert settings["INCOMING_CONTAINER"] == "incoming"
     parsed = Settings.from_env(_as_environment(settings))
     assert (parsed.blob_batch_mode, parsed.max_concurrent_runs) == ("marker", 2)
 
@@ -355,9 +354,7 @@ def _blob_function(env: dict[str, str]) -> tuple[str, dict]:
 def test_event_subscription_delivers_blob_created_in_the_incoming_container_to_the_blob_function():
     deployment = _deploy(subscribeBlobEvents=True)
     settings = _as_environment(_app_settings(deployment))
-    function_name, binding = _blob_function(
-        {k: settings[k] for k in ("BLOB_TRIGGER_SOURCE", "INCOMING_CONTAINER")}
-    )
+    function_name, binding = _blob_function({k: settings[k] for k in ("INCOMING_CONTAINER",)})
     # The host reads the container and the connection from the settings the template sets.
     assert binding["source"] == "EventGrid"
     assert binding["path"] == "%INCOMING_CONTAINER%/{name}"

@@ -141,6 +141,18 @@ def put(home: Path):
 
 
 @pytest.fixture
+def landed(put, home: Path):
+    """landed(name, data=...) writes a blob and returns what the host binds for it
+    (a BlobClient-like reference on folder storage)."""
+
+    def land(name: str, data: bytes = b"a,b\n1,2\n", container: str = "incoming"):
+        put(name, data, container)
+        return FolderStorage(home / "storage").blob_client(container, name)
+
+    return land
+
+
+@pytest.fixture
 def new_submitter():
     """A factory of fresh FakeSubmitters (e.g. for the process after a restart)."""
     return FakeSubmitter

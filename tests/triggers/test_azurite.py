@@ -88,7 +88,37 @@ def test_blob_storage_lists_by_prefix_and_never_needs_content(azurite, tmp_path)
     assert storage.uri(container, "drops/a/part-0.csv").endswith(f"/{container}/drops/a/part-0.csv")
 
 
+class _CountingTransport:
+    """The real HTTP transport, noting each request that reaches the wire."""
+
+    def __init__(self) -> None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        self._inner = RequestsTransport()
+        self.requests: list[tuple[str, str]] = []
+
+    def send(self, request, **kwargs):
+        self.requests.append((request.method, request.url.partition("?")[0]))
+        return self._inner.send(request, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def __enter__(self):
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *args):
+        self._inner.__exit__(*args)
+
+
 def test_blob_trigger_on_azurite_makes_one_run_per_drop(azurite, home, fake_submitter):
+    from dataclasses import replace
+
+    from azure.storage.blob import BlobClient
+
+    from pipeline.blob_storage import blob_service_client
+
     container = f"in-{uuid.uuid4().hex[:12]}"
     env = {
         "AML_TRIGGER_HOME": str(home),
@@ -99,18 +129,37 @@ def test_blob_trigger_on_azurite_makes_one_run_per_drop(azurite, home, fake_subm
     service = runtime.build_service(settings, submitter=fake_submitter)
     assert isinstance(service.ledger.state, BlobState)  # the ledger lives in the account
     runtime.install(service)
+    wire = _CountingTransport()
+    bound = []  # per invocation: what the function got, and the requests it made with it
+
+    def recording(call):
+        def invoke(value):
+            before = len(wire.requests)
+            call(value)
+            bound.append((value, wire.requests[before:]))
+
+        return invoke
+
     try:
-        storage = BlobStorage.from_connection_string(azurite)
+        storage = BlobStorage(blob_service_client(azurite, transport=wire))
         for i in range(20):
             storage.put_blob(container, f"drops/z/part-{i:02}.csv", b"a,b\n1,2\n")
         storage.put_blob(container, "drops/z/_SUCCESS", b"")
         blobs = index_app(function_app.app, app_settings(settings, env)).blobs
+        assert [b.deferred for b in blobs] == [True]
+        blobs = tuple(replace(b, call=recording(b.call)) for b in blobs)
         watcher = BlobWatcher(blobs, storage, home / "host")
         assert len(watcher.scan().fired) == 21
         assert watcher.scan().fired == []  # receipts: each version fires once
         watcher.close()
     finally:
         runtime.reset()
+    assert len(bound) == 21
+    for client, requests in bound:
+        # The object Azure binds, and at most one request: the properties (HEAD), never a GET.
+        assert type(client) is BlobClient
+        assert [method for method, _ in requests] == ["HEAD"]
+        assert requests[0][1].endswith(f"/{container}/{client.blob_name}")
     assert len(fake_submitter.submissions) == 1
     record = fake_submitter.get(fake_submitter.submissions[0])
     assert record.request["data"] == "drops/z/" and record.trigger == "blob"

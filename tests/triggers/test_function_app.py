@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import azure.functions as func
-from azure.functions.blob import InputStream
 from azure.functions.timer import TimerRequest
 
 from triggers import entry
@@ -83,13 +82,43 @@ def test_registered_functions_are_the_contract():
     blob = _trigger(functions["incoming_blob"])
     assert blob["path"] == "%INCOMING_CONTAINER%/{name}"
     assert blob["connection"] == "AzureWebJobsStorage"
-    assert blob.get("source", "LogsAndContainerScan") == "LogsAndContainerScan"
+    # Flex Consumption runs blob triggers only from Event Grid: the default, no setting.
+    assert blob["source"] == "EventGrid"
     assert {"sweep_drops", "monitor_runs"} <= set(functions)
 
 
-def test_event_grid_source_is_chosen_by_setting():
-    blob = _trigger(_functions({"BLOB_TRIGGER_SOURCE": "EventGrid"})["incoming_blob"])
-    assert blob["source"] == "EventGrid"
+def test_the_worker_indexes_the_blob_function_as_a_deferred_sdk_type_binding():
+    """What the Python worker sends the host for the blob function (its loader's
+    process_indexed_function -> get_fx_raw_bindings): the argument's resolved type
+    hint goes to the base extension's registry, which marks the binding
+    SupportsDeferredBinding, so the host sends a reference instead of the bytes."""
+    import typing
+    from types import SimpleNamespace
+
+    from azurefunctions.extensions.base import get_binding_registry
+
+    import function_app
+    from triggers.host.functions import registered_functions
+
+    [function] = [
+        f for f in registered_functions(function_app.app)
+        if f.get_function_name() == "incoming_blob"
+    ]  # fmt: skip
+    registry = get_binding_registry()
+    hints = typing.get_type_hints(function.get_user_function())
+    input_types = {
+        b.name: SimpleNamespace(binding_name=b.type, pytype=hints.get(b.name))
+        for b in function.get_bindings()
+    }
+    assert any(registry.check_supported_type(t.pytype) for t in input_types.values())
+    raw, logs = registry.get_raw_bindings(function, input_types)
+    [binding] = [json.loads(r) for r in raw if json.loads(r)["type"] == "blobTrigger"]
+    assert binding["properties"] == {"SupportsDeferredBinding": True}
+    assert binding["source"] == "EventGrid" and binding["direction"] == "IN"
+    # The worker decodes the host's model binding data into an azure-storage-blob client.
+    from azure.storage.blob import BlobClient
+
+    assert issubclass(hints[binding["name"]], BlobClient)
 
 
 def _user_function(name: str):
@@ -116,25 +145,36 @@ def test_http_function_called_directly(installed, fake_submitter):
     assert fake_submitter.submissions == [run["run_id"]]
 
 
-def test_blob_function_gets_name_and_uri_and_never_reads_content(installed, put, fake_submitter):
-    info = put("drops/x/part-0.csv")
+def test_blob_function_reads_a_reference_never_the_content(installed, landed, fake_submitter):
+    class PropertiesOnly:
+        """A bound blob that refuses everything but the one call the function may make."""
 
-    class NoContent(InputStream):
-        def read(self, size=-1):
-            raise AssertionError("the blob function must not read the blob's content")
+        def __init__(self, client) -> None:
+            self._client, self.calls = client, []
 
-    stream = NoContent(
-        data=b"",
-        name=f"incoming/{info.name}",
-        uri="http://127.0.0.1/incoming/drops/x/part-0.csv",
-        length=info.size,
-        blob_properties={"ETag": info.etag},
-    )
-    _user_function("incoming_blob")(stream)
-    _user_function("incoming_blob")(
-        NoContent(data=b"", name="incoming/drops/x/_SUCCESS", length=0, blob_properties={})
-    )
+        def __getattr__(self, name):
+            if name not in ("container_name", "blob_name", "url", "get_blob_properties"):
+                raise AssertionError(f"the blob function must not use {name}")
+            self.calls.append(name)
+            return getattr(self._client, name)
+
+    part = PropertiesOnly(landed("drops/x/part-0.csv"))
+    _user_function("incoming_blob")(part)
+    marker = PropertiesOnly(landed("drops/x/_SUCCESS", b""))
+    _user_function("incoming_blob")(marker)
+    assert part.calls.count("get_blob_properties") == 1
     assert len(fake_submitter.submissions) == 1
+    record = fake_submitter.get(fake_submitter.submissions[0])
+    assert record.request["data"] == "drops/x/"
+
+
+def test_a_blob_deleted_before_its_event_is_handled_is_no_run_and_no_failure(
+    installed, landed, home, fake_submitter
+):
+    client = landed("drops/gone/_SUCCESS", b"")
+    (home / "storage" / "incoming" / "drops" / "gone" / "_SUCCESS").unlink()
+    _user_function("incoming_blob")(client)  # no exception: the host would retry it
+    assert fake_submitter.submissions == []
 
 
 def test_timer_ticks_are_keyed_by_their_occurrence(installed, fake_submitter):

@@ -18,7 +18,6 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 import requests
-from azure.functions.blob import InputStream
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -159,9 +158,10 @@ def test_client_traceparent_is_continued(spans, installed):
     assert format(root.parent.span_id, "016x") == "b7ad6b7169203331"
 
 
-def test_blob_skipped_by_a_filter_is_one_trace_with_the_reason(spans, installed, fake_submitter):
-    stream = InputStream(data=b"", name="incoming/notes/readme.txt", length=12)
-    entry.blob(stream)
+def test_blob_skipped_by_a_filter_is_one_trace_with_the_reason(
+    spans, installed, fake_submitter, landed
+):
+    entry.blob(landed("notes/readme.txt", b"read me,now"))
     finished = spans.get_finished_spans()
     assert len({s.context.trace_id for s in finished}) == 1
     named = _by_name(finished)
@@ -173,9 +173,8 @@ def test_blob_skipped_by_a_filter_is_one_trace_with_the_reason(spans, installed,
     assert "submit" not in named and fake_submitter.submissions == []
 
 
-def test_a_drop_closed_by_the_sweep_is_a_blob_event(spans, installed, put, clock):
-    put("drops/d/part-0.csv")
-    entry.blob(InputStream(data=b"", name="incoming/drops/d/part-0.csv", length=8))
+def test_a_drop_closed_by_the_sweep_is_a_blob_event(spans, installed, landed, clock):
+    entry.blob(landed("drops/d/part-0.csv"))
     spans.clear()
     clock.advance(installed.settings.blob_quiet_seconds + 1)
     entry.sweep()
@@ -211,9 +210,9 @@ def test_log_lines_of_an_event_carry_run_trigger_key_and_trace(spans, logging_se
     assert not hasattr(records[-1], "run_id") and not hasattr(records[-1], "trigger")
 
 
-def test_blob_and_timer_log_lines_name_their_run(spans, installed, put, records):
+def test_blob_and_timer_log_lines_name_their_run(spans, installed, put, landed, records):
     put("drops/t/part-0.csv")
-    entry.blob(InputStream(data=b"", name="incoming/drops/t/_SUCCESS", length=0))
+    entry.blob(landed("drops/t/_SUCCESS", b""))
     blob_lines = [r for r in records if r.name == "aml_trigger" and "blob" in r.getMessage()]
     assert blob_lines and blob_lines[-1].trigger == "blob"
     assert blob_lines[-1].run_id.startswith("run-")

@@ -6,8 +6,11 @@ function once per blob version, retry failures, then give up with a poison recor
   blob fire once, across restarts; a rewrite (new ETag) fires again.
 - A failing blob is tried up to 5 times (host.json `poisonBlobThreshold`), then a
   line goes to `host/blob-poison.jsonl` (the `webjobs-blobtrigger-poison` queue).
-- The function gets an InputStream with the blob's name, URI and properties and no
-  content: the service needs where the data is, not the bytes.
+- A function typed `blob.BlobClient` (a deferred SDK-type binding) gets what Azure
+  gives it: a BlobClient for the blob (azure.storage.blob's on Azurite/Azure,
+  pipeline.storage.FolderBlobClient on folder storage), a reference and no bytes.
+  A function typed InputStream gets one with the name, URI and properties and,
+  unlike Azure, no content: the service needs where the data is, not the bytes.
 - Cost per scan: for folder storage only folders whose modification time changed
   are read (adding or replacing a file changes its folder's mtime), so a quiet
   container of any size costs one stat per folder; a full pass every few minutes
@@ -240,17 +243,21 @@ class BlobWatcher:
             return
         self._invoke(function, blob, report)
 
-    def _invoke(self, function: BlobFunction, blob: BlobInfo, report: ScanReport) -> None:
+    def _binding_value(self, function: BlobFunction, blob: BlobInfo):
+        if function.deferred:
+            return self.storage.blob_client(blob.container, blob.name)
         modified = datetime.fromtimestamp(blob.last_modified, UTC).isoformat()
-        stream = InputStream(
+        return InputStream(
             data=b"",
             name=f"{blob.container}/{blob.name}",
             uri=self.storage.uri(blob.container, blob.name),
             length=blob.size,
             blob_properties={"ETag": blob.etag, "Length": blob.size, "LastModified": modified},
         )
+
+    def _invoke(self, function: BlobFunction, blob: BlobInfo, report: ScanReport) -> None:
         try:
-            function.call(stream)
+            function.call(self._binding_value(function, blob))
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("blob function %s failed on %s: %s", function.name, blob.name, error)

@@ -7,6 +7,7 @@ raises on a second call), so the index is built once and passed around.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,9 @@ class BlobFunction:
     connection: str
     source: str
     call: Callable[[Any], Any]
+    # The argument is an SDK type (blob.BlobClient): the binding is deferred and the
+    # function gets a reference to the blob, never an InputStream of its bytes.
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ def index_app(app, app_settings: Mapping[str, str]) -> FunctionIndex:
                         trigger.connection or "AzureWebJobsStorage",
                         _text(getattr(trigger, "source", None) or "LogsAndContainerScan"),
                         call,
+                        deferred=is_deferred(user, trigger.name),
                     )
                 )
             else:
@@ -121,6 +126,18 @@ def registered_functions(app) -> list:
         cached = list(app.get_functions())
         app._aml_trigger_functions = cached
     return cached
+
+
+def is_deferred(user: Callable[..., Any], arg_name: str) -> bool:
+    """Whether the Python worker binds `arg_name` as a deferred SDK type: as it does,
+    read the resolved annotation and ask the base extension's registry (the worker's
+    `check_deferred_bindings_enabled`)."""
+    try:
+        from azurefunctions.extensions.base import get_binding_registry
+    except ImportError:  # no extension installed: the worker binds the classic types
+        return False
+    annotation = typing.get_type_hints(user).get(arg_name)
+    return get_binding_registry().check_supported_type(annotation)
 
 
 def route_pattern(template: str, *, catch_all: bool = False) -> re.Pattern[str]:
