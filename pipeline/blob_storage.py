@@ -6,6 +6,7 @@ read only by `download_prefix`, which the local executor uses to stage data.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,32 @@ def blob_service_client(connection_string: str, **options):
     if is_emulator(connection_string):
         options.setdefault("api_version", EMULATOR_API_VERSION)
     return BlobServiceClient.from_connection_string(connection_string, **options)
+
+
+def account_service_client(settings, **options):
+    """The BlobServiceClient of the account AzureWebJobsStorage names: its connection
+    string, or by identity (AzureWebJobsStorage__accountName / __blobServiceUri, no
+    key) with DefaultAzureCredential, which in Azure is the managed identity
+    AzureWebJobsStorage__clientId names (a user-assigned one needs its client id)."""
+    connection = settings.storage_connection.get_secret_value()
+    if connection.strip():
+        return blob_service_client(connection, **options)
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient(
+        settings.storage_account_url, credential=_credential(settings.storage_client_id), **options
+    )
+
+
+@functools.cache
+def _credential(client_id: str | None):
+    """One credential per identity and process, so the state store and the storage
+    seam share its token cache instead of each asking the identity endpoint."""
+    from azure.identity import DefaultAzureCredential
+
+    if client_id:
+        return DefaultAzureCredential(managed_identity_client_id=client_id)
+    return DefaultAzureCredential()
 
 
 class BlobStorage:

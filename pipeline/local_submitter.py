@@ -340,6 +340,11 @@ def _settings_env(settings: Any, home: Path) -> dict[str, str]:
         "AzureWebJobsStorage": settings.storage_connection.get_secret_value(),
         "PYTHONPATH": str(REPO_ROOT),
     }
+    # The account by identity (no connection string) reaches the worker the same way.
+    if settings.storage_account_url:
+        env["AzureWebJobsStorage__blobServiceUri"] = settings.storage_account_url
+    if settings.storage_client_id:
+        env["AzureWebJobsStorage__clientId"] = settings.storage_client_id
     return env
 
 

@@ -30,8 +30,21 @@ class Settings(BaseModel):
     )
     storage_connection: SecretStr = Field(
         SecretStr(""),
-        description="AzureWebJobsStorage: empty = folder storage under AML_TRIGGER_HOME, "
-        "`UseDevelopmentStorage=true` = Azurite, else a connection string.",
+        description="AzureWebJobsStorage: empty = folder storage under AML_TRIGGER_HOME "
+        "(unless the account is named by identity, below), `UseDevelopmentStorage=true` = "
+        "Azurite, else a connection string.",
+    )
+    storage_account_url: str | None = Field(
+        None,
+        pattern=r"^https://[^\s/?#]+/?$",
+        description="AzureWebJobsStorage by identity, as the Functions host reads it: "
+        "AzureWebJobsStorage__blobServiceUri (or __serviceUri), else "
+        "https://<AzureWebJobsStorage__accountName>.blob.core.windows.net.",
+    )
+    storage_client_id: str | None = Field(
+        None,
+        description="AzureWebJobsStorage__clientId: the user-assigned managed identity the "
+        "account is reached with (with AzureWebJobsStorage__credential=managedidentity).",
     )
     incoming_container: str = Field(
         "incoming",
@@ -169,6 +182,8 @@ class Settings(BaseModel):
         raw = {
             "pipeline_backend": env.get("PIPELINE_BACKEND") or "local",
             "storage_connection": SecretStr(env.get("AzureWebJobsStorage", "")),
+            "storage_account_url": _storage_account_url(env),
+            "storage_client_id": env.get("AzureWebJobsStorage__clientId") or None,
             "incoming_container": env.get("INCOMING_CONTAINER") or "incoming",
             "train_schedule": env.get("TRAIN_SCHEDULE") or "0 0 2 * * *",
             "aml_subscription_id": env.get("AML_SUBSCRIPTION_ID") or None,
@@ -217,7 +232,7 @@ class Settings(BaseModel):
     def storage_kind(self) -> Literal["folder", "azurite", "azure"]:
         value = self.storage_connection.get_secret_value().strip()
         if not value:
-            return "folder"
+            return "azure" if self.storage_account_url else "folder"
         if value.lower().startswith("usedevelopmentstorage=true"):
             return "azurite"
         return "azure"
@@ -241,7 +256,20 @@ class Settings(BaseModel):
         return [name for name, value in present.items() if not value]
 
 
+def _storage_account_url(env: Mapping[str, str]) -> str | None:
+    """The blob endpoint of an identity-based AzureWebJobsStorage, in the host's order
+    (blob trigger docs, "Identity-based connections"; the blob SDK-type extension
+    reads the same names)."""
+    account = env.get("AzureWebJobsStorage__accountName")
+    for name in ("AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__serviceUri"):
+        if env.get(name):
+            return env[name]
+    return f"https://{account}.blob.core.windows.net" if account else None
+
+
 _ENV_NAMES = {
+    "storage_account_url": "AzureWebJobsStorage__blobServiceUri",
+    "storage_client_id": "AzureWebJobsStorage__clientId",
     "pipeline_backend": "PIPELINE_BACKEND",
     "incoming_container": "INCOMING_CONTAINER",
     "train_schedule": "TRAIN_SCHEDULE",

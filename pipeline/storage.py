@@ -172,7 +172,24 @@ def open_storage(settings) -> Storage:  # settings: pipeline.settings.Settings
     AML_TRIGGER_HOME/storage, otherwise Azurite or an Azure account (imported lazily
     so the folder default never loads the Azure SDK)."""
     if settings.storage_kind == "folder":
+        refuse_folder_storage_in_azure(settings)
         return FolderStorage(Path(settings.home) / "storage")
-    from pipeline.blob_storage import BlobStorage
+    from pipeline.blob_storage import BlobStorage, account_service_client
 
-    return BlobStorage.from_connection_string(settings.storage_connection.get_secret_value())
+    return BlobStorage(account_service_client(settings))
+
+
+def refuse_folder_storage_in_azure(settings) -> None:
+    """In Azure (WEBSITE_INSTANCE_ID) folders would sit in the instance's read-only
+    package, lost on scale-in and unseen by other instances: no storage setting there
+    is an error naming it, never a silent fallback."""
+    if settings.running_in_azure:
+        from pipeline.settings import SettingsError
+
+        raise SettingsError(
+            "AzureWebJobsStorage: not set, and neither is AzureWebJobsStorage__accountName "
+            "(or __blobServiceUri). In Azure the app keeps its state and reads incoming "
+            "data in a storage account: set AzureWebJobsStorage__accountName with "
+            "AzureWebJobsStorage__credential=managedidentity (what infra/ deploys) or a "
+            "connection string in AzureWebJobsStorage."
+        )

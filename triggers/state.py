@@ -199,8 +199,13 @@ def _body(key: str, doc: dict[str, Any]) -> bytes:
 
 
 def open_state(settings) -> StateStore:  # settings: pipeline.settings.Settings
-    """SQLite under AML_TRIGGER_HOME for folder storage, else the storage account."""
+    """SQLite under AML_TRIGGER_HOME for folder storage, else the storage account
+    (by connection string or by identity: pipeline.blob_storage.account_service_client)."""
     if settings.storage_kind == "folder":
+        from pipeline.storage import refuse_folder_storage_in_azure
+
+        refuse_folder_storage_in_azure(settings)
         return SqliteState(Path(settings.home) / "ledger.db")
-    connection = settings.storage_connection.get_secret_value()
-    return BlobState.from_connection_string(connection)
+    from pipeline.blob_storage import account_service_client
+
+    return BlobState(account_service_client(settings))

@@ -42,6 +42,8 @@ SCOPE = arm.Scope(SUBSCRIPTION, "rg-app", "westeurope")
 AZUREML_DATA_SCIENTIST = "f6c7c914-8db3-469d-8ca1-694a8f32e121"
 STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+STORAGE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+STORAGE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
 
 # Settings Flex Consumption rejects or manages itself (its runtime comes from
 # functionAppConfig; content shares and run-from-package do not exist there).
@@ -110,6 +112,8 @@ def test_first_deployment_creates_the_app_and_its_dependencies_but_no_event_subs
             "Microsoft.Authorization/roleAssignments",
             "Microsoft.Authorization/roleAssignments",
             "Microsoft.Authorization/roleAssignments",
+            "Microsoft.Authorization/roleAssignments",
+            "Microsoft.Authorization/roleAssignments",
             "Microsoft.MachineLearningServices/workspaces/datastores",
             "Microsoft.Web/serverfarms",
             "Microsoft.Web/sites",
@@ -148,6 +152,18 @@ def test_function_app_is_flex_consumption_python_311_with_the_user_assigned_iden
     assert str(storage["value"]).endswith(".primaryEndpoints.blob}}app-package-aml-trigger-contoso")
 
 
+def test_http_concurrency_per_instance_matches_the_python_worker_threads():
+    # Flex Consumption runs one Python HTTP invocation per instance unless told
+    # otherwise (functions-concurrency); the worker needs a thread for each.
+    for concurrency in (16, 4):
+        deployment = _deploy(httpPerInstanceConcurrency=concurrency)
+        site = deployment.one("Microsoft.Web/sites")
+        scale = site.properties["functionAppConfig"]["scaleAndConcurrency"]
+        assert scale["triggers"] == {"http": {"perInstanceConcurrency": concurrency}}
+        assert _app_settings(deployment)["PYTHON_THREADPOOL_THREAD_COUNT"] == str(concurrency)
+    assert _template()["parameters"]["httpPerInstanceConcurrency"]["defaultValue"] == 16
+
+
 def test_storage_has_the_incoming_deployment_and_dead_letter_containers_all_private():
     deployment = _deploy(incomingContainer="drops")
     containers = {
@@ -159,7 +175,8 @@ def test_storage_has_the_incoming_deployment_and_dead_letter_containers_all_priv
     account = deployment.one("Microsoft.Storage/storageAccounts")
     assert account.properties["allowBlobPublicAccess"] is False
     assert account.properties["minimumTlsVersion"] == "TLS1_2"
-    # The app reads AzureWebJobsStorage as a connection string (ledger, blob listing).
+    # No key goes to the app (AzureWebJobsStorage is by identity); shared key stays
+    # enabled for Event Grid's dead-lettering, which has no delivery identity here.
     assert account.properties["allowSharedKeyAccess"] is True
 
 
@@ -181,7 +198,13 @@ def test_identity_gets_exactly_the_built_in_roles_it_needs_on_the_narrowest_scop
     account = deployment.one("Microsoft.Storage/storageAccounts")
     principal = f"{{{{reference({identity.id}, 2023-01-31).principalId}}}}"
     roles = _role_assignments(deployment)
-    assert set(roles) == {AZUREML_DATA_SCIENTIST, STORAGE_BLOB_DATA_READER, STORAGE_BLOB_DATA_OWNER}
+    assert set(roles) == {
+        AZUREML_DATA_SCIENTIST,
+        STORAGE_BLOB_DATA_READER,
+        STORAGE_BLOB_DATA_OWNER,
+        STORAGE_QUEUE_DATA_CONTRIBUTOR,
+        STORAGE_TABLE_DATA_CONTRIBUTOR,
+    }
 
     for guid, ra in roles.items():
         assert ra.properties["roleDefinitionId"] == (
@@ -196,7 +219,11 @@ def test_identity_gets_exactly_the_built_in_roles_it_needs_on_the_narrowest_scop
         guid: ra.id.split("/providers/Microsoft.Authorization/")[0] for guid, ra in roles.items()
     }
     assert scope_of[STORAGE_BLOB_DATA_READER] == f"{containers}/incoming"
-    assert scope_of[STORAGE_BLOB_DATA_OWNER] == f"{containers}/app-package-aml-trigger-contoso"
+    # AzureWebJobsStorage by identity: the host's containers (created at run time), the
+    # package, the trigger state; the blob trigger's poison queue; the host's tables.
+    for role in (STORAGE_BLOB_DATA_OWNER, STORAGE_QUEUE_DATA_CONTRIBUTOR,
+                 STORAGE_TABLE_DATA_CONTRIBUTOR):  # fmt: skip
+        assert scope_of[role] == account.id
     assert scope_of[AZUREML_DATA_SCIENTIST] == (
         f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-ml/providers/"
         "Microsoft.MachineLearningServices/workspaces/mlw-contoso"
@@ -255,6 +282,10 @@ def _as_environment(settings: dict[str, object]) -> dict[str, str]:
         text = str(value)
         if "listKeys(" in text:
             text = text.split("AccountKey=")[0] + "AccountKey=ZmFrZQ=="
+        for service in ("blob", "queue", "table"):
+            if text.endswith(f".primaryEndpoints.{service}}}}}"):
+                account = text.split("/storageAccounts/")[1].split(",")[0]
+                text = f"https://{account}.{service}.core.windows.net/"
         env[name] = text
     return env
 
@@ -282,7 +313,14 @@ def test_app_settings_are_accepted_by_the_apps_own_settings_as_an_azure_ml_deplo
     )
     # Every setting is one the app, azure-identity or the Functions host reads: a typo'd
     # name would silently leave the app on its default.
-    read_elsewhere = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "AZURE_CLIENT_ID"}
+    read_elsewhere = {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",  # telemetry (docs/telemetry.md)
+        "AZURE_CLIENT_ID",  # azure-identity
+        "AzureWebJobsStorage__credential",  # the Functions host and the blob extension
+        "AzureWebJobsStorage__queueServiceUri",  # the host: blob trigger poison queue
+        "AzureWebJobsStorage__tableServiceUri",  # the host: diagnostic events
+        "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker
+    }
     assert set(settings) - env.asked - read_elsewhere == set()
     assert not set(settings) & FLEX_FORBIDDEN_SETTINGS
 
@@ -292,11 +330,22 @@ def test_credentials_come_from_the_deployment_never_from_parameters():
     settings = _app_settings(deployment)
     account = deployment.one("Microsoft.Storage/storageAccounts")
     identity = _identity(deployment)
-    assert settings["AzureWebJobsStorage"] == (
-        "DefaultEndpointsProtocol=https;AccountName=amltriggercontoso;"
-        "EndpointSuffix=core.windows.net;"
-        f"AccountKey={{{{listKeys({account.id}, 2023-05-01).keys[0].value}}}}"
-    )
+    client_id = f"{{{{reference({identity.id}, 2023-01-31).clientId}}}}"
+    # AzureWebJobsStorage by identity (functions-reference, "Connecting to host storage
+    # with an identity"): no connection string, no key anywhere in the settings.
+    assert "AzureWebJobsStorage" not in settings
+    assert not any("listKeys" in str(v) or "AccountKey" in str(v) for v in settings.values())
+    assert settings["AzureWebJobsStorage__accountName"] == "amltriggercontoso"
+    assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert str(settings["AzureWebJobsStorage__clientId"]) == client_id
+    for service in ("blob", "queue", "table"):
+        assert str(settings[f"AzureWebJobsStorage__{service}ServiceUri"]) == (
+            f"{{{{reference({account.id}, 2023-05-01).primaryEndpoints.{service}}}}}"
+        )
+    parsed = Settings.from_env(_as_environment(settings))
+    assert parsed.storage_kind == "azure"
+    assert parsed.storage_account_url == "https://amltriggercontoso.blob.core.windows.net/"
+    assert parsed.storage_client_id == client_id
     # DefaultAzureCredential picks the user-assigned identity by this client id.
     assert (
         str(settings["AZURE_CLIENT_ID"]) == f"{{{{reference({identity.id}, 2023-01-31).clientId}}}}"
@@ -358,7 +407,9 @@ def test_event_subscription_delivers_blob_created_in_the_incoming_container_to_t
     # The host reads the container and the connection from the settings the template sets.
     assert binding["source"] == "EventGrid"
     assert binding["path"] == "%INCOMING_CONTAINER%/{name}"
-    assert binding["connection"] in settings
+    # An identity-based connection is a group of settings `<connection>__...`.
+    connection = binding["connection"]
+    assert f"{connection}__accountName" in settings and f"{connection}__credential" in settings
 
     topic = deployment.one("Microsoft.EventGrid/systemTopics")
     account = deployment.one("Microsoft.Storage/storageAccounts")
