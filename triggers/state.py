@@ -18,11 +18,36 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 STATE_CONTAINER = "aml-trigger-state"
+
+# The state store's requests are housekeeping (several per POST, more per sweep): a
+# dependency span each would bury the event's own trace and bill ingestion for
+# nothing. azure-core skips its spans for an operation given tracing_options
+# {"enabled": False} (`distributed_trace` and DistributedTracingPolicy: "User can
+# explicitly disable tracing for this request"), and OpenTelemetry's HTTP
+# instrumentations (requests, urllib3: on in the Azure Monitor distro the Functions
+# worker configures) skip requests made while instrumentation is suppressed.
+_UNTRACED = {"tracing_options": {"enabled": False}}
+
+
+@contextmanager
+def _untraced() -> Iterator[None]:
+    from opentelemetry import context
+
+    try:
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as key
+    except ImportError:  # older API: the instrumentations also read the plain key
+        key = "suppress_instrumentation"
+    token = context.attach(context.set_value(key, True))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 @dataclass(frozen=True)
@@ -106,14 +131,16 @@ class SqliteState:
 
 
 class BlobState:
-    """One blob per document: `<ns>/<sha256(key)>.json` holding {"key", "doc"}."""
+    """One blob per document: `<ns>/<sha256(key)>.json` holding {"key", "doc"}.
+    Its requests make no spans (see _UNTRACED)."""
 
     def __init__(self, service, container: str = STATE_CONTAINER) -> None:
         from azure.core.exceptions import ResourceExistsError
 
         self.client = service.get_container_client(container)
         try:
-            self.client.create_container()
+            with _untraced():
+                self.client.create_container(**_UNTRACED)
         except ResourceExistsError:
             pass
 
@@ -131,10 +158,14 @@ class BlobState:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            download = self.client.get_blob_client(self._name(ns, key)).download_blob()
+            with _untraced():
+                download = self.client.get_blob_client(self._name(ns, key)).download_blob(
+                    **_UNTRACED
+                )
+                data = download.readall()
         except ResourceNotFoundError:
             return None
-        body = json.loads(download.readall())
+        body = json.loads(data)
         return Versioned(body["doc"], download.properties.etag)
 
     def create(self, ns: str, key: str, doc: dict[str, Any]) -> Versioned | None:
@@ -143,11 +174,13 @@ class BlobState:
 
         blob = self.client.get_blob_client(self._name(ns, key))
         try:
-            result = blob.upload_blob(
-                _body(key, doc),
-                overwrite=True,
-                match_condition=MatchConditions.IfMissing,  # If-None-Match: *
-            )
+            with _untraced():
+                result = blob.upload_blob(
+                    _body(key, doc),
+                    overwrite=True,
+                    match_condition=MatchConditions.IfMissing,  # If-None-Match: *
+                    **_UNTRACED,
+                )
         except (ResourceExistsError, ResourceModifiedError):
             return None
         return Versioned(doc, result["etag"])
@@ -158,12 +191,14 @@ class BlobState:
 
         blob = self.client.get_blob_client(self._name(ns, key))
         try:
-            result = blob.upload_blob(
-                _body(key, doc),
-                overwrite=True,
-                etag=version,
-                match_condition=MatchConditions.IfNotModified,
-            )
+            with _untraced():
+                result = blob.upload_blob(
+                    _body(key, doc),
+                    overwrite=True,
+                    etag=version,
+                    match_condition=MatchConditions.IfNotModified,
+                    **_UNTRACED,
+                )
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
         return Versioned(doc, result["etag"])
@@ -177,7 +212,8 @@ class BlobState:
         if version is not None:
             kwargs = {"etag": version, "match_condition": MatchConditions.IfNotModified}
         try:
-            blob.delete_blob(**kwargs)
+            with _untraced():
+                blob.delete_blob(**kwargs, **_UNTRACED)
         except (ResourceModifiedError, ResourceNotFoundError):
             return False
         return True
@@ -185,13 +221,20 @@ class BlobState:
     def items(self, ns: str) -> Iterator[tuple[str, Versioned]]:
         from azure.core.exceptions import ResourceNotFoundError
 
-        for props in self.client.list_blobs(name_starts_with=f"{ns}/"):
-            try:
-                download = self.client.get_blob_client(props.name).download_blob()
-            except ResourceNotFoundError:
-                continue  # deleted between list and read
-            body = json.loads(download.readall())
-            yield body["key"], Versioned(body["doc"], download.properties.etag)
+        # Read under one suppression, yield outside it (a context attached in a
+        # generator cannot be detached from the caller's).
+        found = []
+        with _untraced():
+            for props in self.client.list_blobs(name_starts_with=f"{ns}/", **_UNTRACED):
+                try:
+                    download = self.client.get_blob_client(props.name).download_blob(**_UNTRACED)
+                    data = download.readall()
+                except ResourceNotFoundError:
+                    continue  # deleted between list and read
+                found.append((data, download.properties.etag))
+        for data, etag in found:
+            body = json.loads(data)
+            yield body["key"], Versioned(body["doc"], etag)
 
 
 def _body(key: str, doc: dict[str, Any]) -> bytes:

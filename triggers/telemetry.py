@@ -39,6 +39,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 TRACER = "aml_trigger"
+# azure-core logs every request and response at INFO. The Functions worker passes
+# INFO on, so each storage or Azure ML round trip would be a row in `traces` (and
+# billed): left at WARNING, where retries and failures still show. A level set
+# explicitly (logging config, a debugging session) is kept.
+SDK_HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
 LOG_FIELDS = ("run_id", "trigger", "idempotency_key")
 # Span attributes are namespaced, as OpenTelemetry asks of custom attributes.
 ATTR = "aml_trigger."
@@ -125,7 +130,8 @@ _factory_installed = False
 
 
 def install_log_context() -> None:
-    """Wrap the LogRecord factory once per process (see the module doc for why)."""
+    """Wrap the LogRecord factory once per process (see the module doc for why), and
+    put azure-core's per-request HTTP logging at WARNING (SDK_HTTP_LOGGER)."""
     global _factory_installed
     with _factory_lock:
         if _factory_installed:
@@ -139,6 +145,9 @@ def install_log_context() -> None:
 
         logging.setLogRecordFactory(factory)
         _factory_installed = True
+        sdk_http = logging.getLogger(SDK_HTTP_LOGGER)
+        if sdk_http.level == logging.NOTSET:
+            sdk_http.setLevel(logging.WARNING)
 
 
 def _annotate(record: logging.LogRecord) -> None:

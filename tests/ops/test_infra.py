@@ -164,6 +164,21 @@ def test_http_concurrency_per_instance_matches_the_python_worker_threads():
     assert _template()["parameters"]["httpPerInstanceConcurrency"]["defaultValue"] == 16
 
 
+def test_telemetry_is_the_workers_opentelemetry_so_each_log_line_is_exported_once():
+    # host.json telemetryMode OpenTelemetry + the worker's settings ("Use OpenTelemetry
+    # with Azure Functions"): the worker configures Azure Monitor and exports the app's
+    # records; the host no longer sends a second copy of each worker log line.
+    host = json.loads((REPO / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    settings = _app_settings(_deploy())
+    assert settings["PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"] == "true"
+    assert settings["PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME"] == "aml_trigger"
+    # The app then leaves the set-up to the worker (triggers/telemetry.py).
+    from triggers import telemetry
+
+    assert telemetry._configure(_as_environment(settings)) == "functions-worker"
+
+
 def test_storage_has_the_incoming_deployment_and_dead_letter_containers_all_private():
     deployment = _deploy(incomingContainer="drops")
     containers = {
@@ -320,6 +335,8 @@ def test_app_settings_are_accepted_by_the_apps_own_settings_as_an_azure_ml_deplo
         "AzureWebJobsStorage__queueServiceUri",  # the host: blob trigger poison queue
         "AzureWebJobsStorage__tableServiceUri",  # the host: diagnostic events
         "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker
+        "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME",  # the Python worker
+        "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",  # the worker and triggers/telemetry.py
     }
     assert set(settings) - env.asked - read_elsewhere == set()
     assert not set(settings) & FLEX_FORBIDDEN_SETTINGS

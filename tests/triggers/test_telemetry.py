@@ -286,9 +286,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def sdk_http_debug():
+    """azure-core's request logging turned up to DEBUG, as a developer debugging would
+    (the app keeps it at WARNING), then put back."""
+    telemetry.install_log_context()
+    logger = logging.getLogger(telemetry.SDK_HTTP_LOGGER)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield
+    logger.setLevel(previous)
+
+
 @pytest.mark.azurite
 def test_no_secret_in_any_log_line_after_a_full_cycle(
-    azurite, home, fake_submitter, records, spans, monkeypatch
+    azurite, home, fake_submitter, records, spans, monkeypatch, sdk_http_debug
 ):
     """Function key, storage account key and the callback's SAS never reach a log
     line (any logger, DEBUG: azure-core's HTTP logs included) or a span."""
@@ -456,3 +468,83 @@ def test_console_exporter_prints_the_event_spans_and_importing_the_app_stays_lig
     span = json.loads(done.stdout)
     assert span["name"] == "event http" and span["attributes"]["aml_trigger.function"] == "health"
     print(done.stderr.strip())  # a figure, not an assertion
+
+
+@pytest.fixture
+def azure_sdk_tracing():
+    """What the Azure Monitor distro turns on in the Functions worker: azure-core's
+    OpenTelemetry plugin and the requests/urllib3 HTTP instrumentations (exporting
+    here to the in-memory exporter)."""
+    from azure.core.settings import settings
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    from opentelemetry.instrumentation.urllib3 import URLLib3Instrumentor
+
+    settings.tracing_implementation = "opentelemetry"
+    instrumentors = [RequestsInstrumentor(), URLLib3Instrumentor()]
+    for instrumentor in instrumentors:
+        instrumentor.instrument()
+    yield
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
+    settings.tracing_implementation.unset_value()
+
+
+@pytest.mark.azurite
+def test_a_post_is_its_own_spans_and_lines_and_an_idle_period_exports_nothing(
+    azurite, home, fake_submitter, spans, records, azure_sdk_tracing
+):
+    from opentelemetry.trace import SpanKind
+
+    from pipeline.blob_storage import BlobStorage, blob_service_client
+    from pipeline.settings import Settings
+    from triggers.drops import DropBook
+    from triggers.ledger import RunLedger
+    from triggers.notify import CallbackNotifier
+    from triggers.service import TriggerService
+    from triggers.state import BlobState
+
+    container = f"in-{uuid.uuid4().hex[:12]}"
+    env = {"AML_TRIGGER_HOME": str(home), "AzureWebJobsStorage": azurite,
+           "INCOMING_CONTAINER": container}  # fmt: skip
+    # The ledger in the account, in a container of its own (the emulator is shared).
+    state = BlobState(blob_service_client(azurite), container=f"state-{uuid.uuid4().hex[:12]}")
+    service = TriggerService(
+        Settings.from_env(env), fake_submitter, RunLedger(state), DropBook(state),
+        BlobStorage(blob_service_client(azurite)), CallbackNotifier(local=True),
+    )  # fmt: skip
+    runtime.install(service)
+    try:
+        # The instrumentation is live: an SDK call outside the state store is traced.
+        BlobStorage(blob_service_client(azurite)).get_blob(container, "absent.csv")
+        control = spans.get_finished_spans()
+        assert any(s.kind == SpanKind.CLIENT for s in control)
+        spans.clear()
+        records.clear()
+
+        response = _post({"reason": "counted"}, key="count-1")
+        assert response.status_code == 202
+        per_post = spans.get_finished_spans()
+        # One trace, the app's own spans only: the ledger's several round trips to
+        # the account are housekeeping, not dependencies.
+        assert sorted(s.name for s in per_post) == sorted(
+            ["event http", "validate", "ledger claim", "policy admit", "submit"]
+        )
+        assert {s.instrumentation_scope.name for s in per_post} == {telemetry.TRACER}
+        # One log line (the submission), none from azure-core's per-request logging.
+        lines = [r for r in records if r.levelno >= logging.INFO]
+        run_id = json.loads(response.get_body())["run_id"]
+        assert [(r.name, r.getMessage()) for r in lines] == [
+            ("aml_trigger.service", f"run {run_id} submitted (local backend, queued)")
+        ]
+        assert not any(r.name == telemetry.SDK_HTTP_LOGGER for r in records)
+
+        # An idle period: sweeps and monitor ticks with nothing to do.
+        spans.clear()
+        records.clear()
+        for _ in range(6):
+            entry.sweep()
+            entry.monitor()
+        assert spans.get_finished_spans() == ()
+        assert [r.getMessage() for r in records if r.levelno >= logging.INFO] == []
+    finally:
+        runtime.reset()
