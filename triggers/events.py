@@ -1,7 +1,8 @@
 """The events the trigger service reacts to, as plain typed values.
 
-function_app.py turns the host's binding objects (HttpRequest, TimerRequest,
-InputStream) into these, so everything past it is testable without the host.
+function_app.py turns the host's binding objects (HttpRequest, TimerRequest, the
+blob trigger's BlobClient) into these, so everything past it is testable without
+the host.
 """
 
 from __future__ import annotations
