@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "cli.endpoint_commands",  # endpoints status|stop (local scoring servers)
     "cli.trigger_commands",  # serve, submit
     "cli.azure_commands",  # publish, schedule ..., compare (Azure ML)
+    "cli.compute_commands",  # compute ensure (Azure ML clusters)
     "cli.score_commands",  # score (batch scoring: local, or a pipeline job on Azure ML)
     "cli.wait_commands",  # wait RUN (follow a run to its end, for CI)
 ]
