@@ -37,6 +37,7 @@ from pipeline.aml_jobs import (
     group_record,
     job_record,
 )
+from pipeline.compute import explain_failure, step_computes
 from pipeline.request import TrainingRequest
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
 from pipeline.settings import Settings
@@ -161,14 +162,16 @@ class AmlSubmitter:
     def get(self, run_id: str) -> RunRecord:
         client = self.client()
         try:
-            return self._record(client.jobs.get(run_id))
+            job = client.jobs.get(run_id)
         except Exception as exc:  # noqa: BLE001 - mapped below
             if not _is_not_found(exc):
                 raise self._error(exc, f"reading run {run_id}") from None
+        else:
+            return explain_failure(client, self._record(job))
         members = self._group_jobs(client, run_id)
         if not members:
             raise RunNotFound(run_id)
-        return group_record(run_id, [self._record(job) for job in members])
+        return group_record(run_id, [explain_failure(client, self._record(j)) for j in members])
 
     def list_runs(self, limit: int = 20) -> list[RunRecord]:
         """The newest pipeline jobs this service submitted (one record per job)."""
@@ -270,9 +273,11 @@ class AmlSubmitter:
         from azure.ai.ml.entities import PipelineJob, PipelineJobSettings
 
         inputs: dict[str, Any] = {}
-        for key, value in self._inputs(
+        values = self._inputs(
             request, run_id, trigger, idempotency_key, code_version, dataset_config
-        ).items():
+        )
+        values.update(step_computes(request, self.settings, compute, fanned_out=name != run_id))
+        for key, value in values.items():
             if key == "training_data":
                 inputs[key] = Input(type="uri_folder", path=value)
             elif key == "dataset_config":

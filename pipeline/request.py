@@ -99,6 +99,16 @@ class TrainingRequest(BaseModel):
         description="Azure ML compute target(s); several fan out into one comparison group. "
         "Empty: AML_COMPUTE. Ignored by the local backend.",
     )
+    prep_compute: str | None = Field(
+        None,
+        description="Azure ML cluster for prep, check_drift and score_champion; null: "
+        "AML_PREP_COMPUTE, else the run's compute. Ignored by the local backend.",
+    )
+    train_compute: str | None = Field(
+        None,
+        description="Azure ML cluster for the train slots; null: AML_TRAIN_COMPUTE, else the "
+        "run's compute. Not with several `compute` (they are the training computes compared).",
+    )
     experiment: str = Field("aml-trigger", pattern=_NAME, description="Experiment name.")
     tags: dict[str, str] = Field(
         default_factory=dict, max_length=20, description="Free-form tags (<=20) kept with the run."
@@ -145,6 +155,19 @@ class TrainingRequest(BaseModel):
                 )
         if len(set(value)) != len(value):
             raise ValueError("compute targets must not repeat")
+        return value
+
+    @field_validator("prep_compute", "train_compute")
+    @classmethod
+    def _step_compute_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            cls._compute_names([value])
+        if value is not None and info.field_name == "train_compute":
+            if len(info.data.get("compute") or []) > 1:
+                raise ValueError(
+                    "train_compute with several `compute` targets: the fan-out already "
+                    "trains on each of them; give one or the other"
+                )
         return value
 
     @field_validator("tags")

@@ -61,6 +61,17 @@ class Settings(BaseModel):
         None, description="AML_PIPELINE_COMPONENT: registered pipeline component, name[:version]."
     )
     aml_compute: str | None = None
+    aml_prep_compute: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z][A-Za-z0-9-]{1,31}$",
+        description="AML_PREP_COMPUTE: cluster for prep, check_drift and score_champion; "
+        "empty = the run's compute.",
+    )
+    aml_train_compute: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z][A-Za-z0-9-]{1,31}$",
+        description="AML_TRAIN_COMPUTE: cluster for the train slots; empty = the run's compute.",
+    )
     aml_datastore: str = Field(
         "incoming",
         pattern=r"^[A-Za-z0-9_]{1,255}$",
@@ -191,6 +202,8 @@ class Settings(BaseModel):
             "aml_workspace": env.get("AML_WORKSPACE") or None,
             "aml_pipeline_component": env.get("AML_PIPELINE_COMPONENT") or None,
             "aml_compute": env.get("AML_COMPUTE") or None,
+            "aml_prep_compute": env.get("AML_PREP_COMPUTE") or None,
+            "aml_train_compute": env.get("AML_TRAIN_COMPUTE") or None,
             "aml_datastore": env.get("AML_DATASTORE") or "incoming",
             "aml_batch_endpoint": env.get("AML_BATCH_ENDPOINT") or None,
             "aml_batch_deployment": env.get("AML_BATCH_DEPLOYMENT") or None,

@@ -50,7 +50,8 @@ def test_submit_puts_one_pipeline_job_from_the_registered_component(submitter, f
     # Empty strings (the unused candidate slots here) are left off the wire by the SDK;
     # the pipeline component's default "" applies to them.
     unused = {f"candidate_{slot}" for slot in range(4)}
-    assert set(inputs) == set(request.pipeline_inputs(data_uri="x", lineage={})) - unused
+    computes = {"prep_compute", "train_compute"}  # pipeline/compute.py
+    assert set(inputs) == set(request.pipeline_inputs(data_uri="x", lineage={})) - unused | computes
     assert literal["candidate_count"] == "1"
     assert body["tags"] == {
         "team": "risk",
