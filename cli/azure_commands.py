@@ -105,12 +105,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from pipeline.publish import BATCH_PIPELINE_YAML, publish
+    from pipeline.publish import BATCH_PIPELINE_YAML, VERIFY_PIPELINE_YAML, publish
 
     def run(settings: Any) -> int:
         result = publish(
             settings,
-            extra_pipelines=(BATCH_PIPELINE_YAML,),  # `aml-trigger score --azure` runs it
+            # `aml-trigger score --azure` runs the first; POST /api/verifications the second.
+            extra_pipelines=(BATCH_PIPELINE_YAML, VERIFY_PIPELINE_YAML),
             progress=lambda m: print(m, file=sys.stderr),
         )
         if args.json:

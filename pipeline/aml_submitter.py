@@ -37,11 +37,13 @@ from pipeline.aml_jobs import (
     group_record,
     job_record,
 )
+from pipeline.aml_verification import describe_verification, submit_verification
 from pipeline.compute import explain_failure, step_computes
 from pipeline.request import TrainingRequest
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
 from pipeline.settings import Settings
 from pipeline.submitter import RunNotFound, SubmissionError
+from pipeline.verification import VerificationRequest
 
 _ARM_COMPONENT = re.compile(
     r"^(?:azureml:)?(/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
@@ -134,6 +136,10 @@ class AmlSubmitter:
         """Start the run's job(s); a job that already exists is returned as it is.
         `dataset_config` is an azureml:// URI or a path in the incoming datastore."""
         _check_run_id(run_id)
+        if isinstance(request, VerificationRequest):
+            return submit_verification(
+                self, request, run_id=run_id, trigger=trigger, idempotency_key=idempotency_key
+            )
         client = self.client(for_submission=True)
         if self.batch_mode:
             return self._invoke_batch(client, request, run_id, trigger, idempotency_key)
@@ -214,6 +220,8 @@ class AmlSubmitter:
         import yaml
 
         _check_run_id(run_id)
+        if isinstance(request, VerificationRequest):
+            return describe_verification(self, request, run_id=run_id, trigger=trigger)
         require_settings(self.settings, self.submission_settings())
         if self.batch_mode:
             inputs = self._inputs(request, run_id, trigger, idempotency_key, None, None)

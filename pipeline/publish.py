@@ -37,6 +37,8 @@ PIPELINE_YAML = PIPELINE_DIR / "training_pipeline.yaml"
 # Batch scoring (steps/batch_score.py): published beside the training pipeline by
 # `aml-trigger publish`; its jobs are submitted with `aml-trigger score --azure`.
 BATCH_PIPELINE_YAML = PIPELINE_DIR / "batch_scoring_pipeline.yaml"
+# Model verification (pipeline/aml_verification.py): POST /api/verifications on aml.
+VERIFY_PIPELINE_YAML = PIPELINE_DIR / "verify_model_pipeline.yaml"
 ENVIRONMENT_YAML = PIPELINE_DIR / "environment" / "environment.yaml"
 
 # What decides whether the published pipeline differs: its definition and the code
@@ -44,6 +46,7 @@ ENVIRONMENT_YAML = PIPELINE_DIR / "environment" / "environment.yaml"
 _HASHED = (
     "pipeline/training_pipeline.yaml",
     "pipeline/batch_scoring_pipeline.yaml",
+    "pipeline/verify_model_pipeline.yaml",
     "pipeline/components",
     "pipeline/environment",
 )

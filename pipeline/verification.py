@@ -56,6 +56,17 @@ class VerificationRequest(BaseModel):
         pattern=_NAME,
         description="Registered model whose champion the submitted model is compared with.",
     )
+    scoring: Literal["endpoint", "batch"] = Field(
+        "endpoint",
+        description="How the model is scored on the `aml` backend: `endpoint`, a throw-away "
+        "managed online deployment at 0 % traffic, scored over HTTPS and deleted; `batch`, "
+        "scored inside the verify job on its compute cluster (the inference server in the "
+        "job's container). The local backend runs both on a local test endpoint.",
+    )
+    compute: str | None = Field(
+        None,
+        description="Azure ML cluster of the verify job; null: AML_COMPUTE. Ignored locally.",
+    )
     experiment: str = Field("aml-trigger", pattern=_NAME, description="Experiment name.")
     tags: dict[str, str] = Field(
         default_factory=dict, max_length=20, description="Free-form tags (<=20), e.g. originator."
@@ -82,20 +93,33 @@ class VerificationRequest(BaseModel):
     def _tag_sizes(cls, value: dict[str, str]) -> dict[str, str]:
         return TrainingRequest._tag_sizes(value)
 
+    @field_validator("compute")
+    @classmethod
+    def _compute_name(cls, value: str | None) -> str | None:
+        return value if value is None else TrainingRequest._compute_names([value])[0]
+
     @field_validator("callback_url")
     @classmethod
     def _callback_shape(cls, value: str | None) -> str | None:
         return TrainingRequest._callback_shape(value)
 
-    def pipeline_inputs(self, *, data_uri: str, model_uri: str) -> dict[str, Any]:
-        """The verify pipeline's inputs (names as in its YAML)."""
-        return {
+    def pipeline_inputs(
+        self, *, data_uri: str, model_uri: str, endpoint: str = "local"
+    ) -> dict[str, Any]:
+        """The verify pipeline's inputs (names as in its YAML). `endpoint` is where the
+        test endpoint runs: `local` (in the step's own container or process) or
+        `managed` (Azure ML registers the model by `model_uri` and deploys it)."""
+        inputs = {
             "model": model_uri,
             "verification_data": data_uri,
             "target_column": self.target_column,
             "model_name": self.model_name,
+            "endpoint": endpoint,
             **self.gate.model_dump(),
         }
+        if endpoint == "managed":
+            inputs["model_uri"] = model_uri
+        return inputs
 
 
 AnyRequest = TrainingRequest | VerificationRequest

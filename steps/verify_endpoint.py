@@ -39,7 +39,7 @@ class Submission:
     entry_script: Path
 
 
-def inspect_submission(folder: Path) -> Submission:
+def inspect_submission(folder: Path, *, check_requirements: bool = True) -> Submission:
     """Which layout the folder has, or StepError saying what is accepted."""
     if not folder.is_dir():
         raise StepError(f"model {folder}: not a folder")
@@ -51,14 +51,17 @@ def inspect_submission(folder: Path) -> Submission:
         return Submission("mlflow", folder, MLFLOW_ENTRY_SCRIPT)
     script = folder / "score.py"
     if script.is_file():
-        problems = unmet_requirements(folder / "requirements.txt")
+        # A managed deployment builds its own environment; only the local endpoint,
+        # which runs in this one, needs the requirements met here.
+        problems = unmet_requirements(folder / "requirements.txt") if check_requirements else []
         if problems:
             raise StepError(
                 "model requirements.txt: "
                 + "; ".join(problems)
                 + " (the local test endpoint runs in this environment and installs nothing)"
             )
-        others = [p for p in folder.iterdir() if p.name not in {"score.py", "requirements.txt"}]
+        scaffolding = {"score.py", "requirements.txt", "conda.yml", "conda.yaml", "environment.yml"}
+        others = [p for p in folder.iterdir() if p.name not in scaffolding]
         if not others:
             raise StepError(f"model {folder.name}: score.py but no model file beside it")
         return Submission("script", folder, script)
@@ -157,15 +160,26 @@ def raised_in_server(log: Path) -> str | None:
     return f"the entry script raised {shown[0][:300]}" if shown else None
 
 
-def verify_endpoint(model: Path, data: Path, target_column: str, out: Path) -> dict[str, Any]:
+def verify_endpoint(
+    model: Path,
+    data: Path,
+    target_column: str,
+    out: Path,
+    *,
+    endpoint: str = "local",
+    model_uri: str | None = None,
+    model_name: str = "porto-seguro-lgbm",
+) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from steps.local_endpoint import _is_ours, _start_listening, _stop_child
     from steps.smoke_test import smoke_test
 
-    submission = inspect_submission(model)
+    submission = inspect_submission(model, check_requirements=endpoint == "local")
     frame, target = load_rows(data, target_column)
+    if endpoint == "managed":
+        return _verify_managed(submission, frame, target, out, model_uri, model_name, target_column)
     folder = out / "endpoint"
     folder.mkdir(parents=True, exist_ok=True)
     process = None
@@ -206,6 +220,54 @@ def verify_endpoint(model: Path, data: Path, target_column: str, out: Path) -> d
     return summary
 
 
+def _verify_managed(
+    submission: Submission,
+    frame,
+    target,
+    out: Path,
+    model_uri: str | None,
+    model_name: str,
+    target_column: str,
+) -> dict[str, Any]:
+    """The same outputs as the local endpoint, from a managed online deployment."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from steps.verify_online import BATCH_ROWS as MANAGED_ROWS
+    from steps.verify_online import ManagedVerifyError, verify_on_managed_endpoint
+
+    if not model_uri:
+        raise StepError("endpoint managed needs --model-uri (the model folder's azureml:// URI)")
+    records = json.loads(frame.to_json(orient="records"))  # NaN -> null
+    batches = [records[i : i + MANAGED_ROWS] for i in range(0, len(records), MANAGED_ROWS)]
+    started = time.perf_counter()
+    try:
+        probabilities, done = verify_on_managed_endpoint(
+            layout=submission.layout,
+            model_dir=submission.model_dir,
+            model_uri=model_uri,
+            model_name=model_name,
+            records=batches,
+            out=out,
+        )
+    except ManagedVerifyError as exc:
+        raise StepError(f"the submitted model ({submission.layout}) failed: {exc}") from None
+    pq.write_table(
+        pa.table({"target": pa.array(target), "probability": pa.array(probabilities)}),
+        out / PREDICTIONS_FILE,
+    )
+    summary = {
+        "layout": submission.layout,
+        "rows": len(probabilities),
+        "endpoint": "managed",
+        **done,
+        "http_seconds": round(time.perf_counter() - started, 3),
+        "target_column": target_column,
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = StepParser(
         prog="python -m steps.verify_endpoint",
@@ -215,12 +277,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, required=True, help="The submitted model folder.")
     parser.add_argument("--data", type=Path, required=True, help="Verification data folder.")
     parser.add_argument("--target-column", required=True, help="The 0/1 label column.")
+    parser.add_argument(
+        "--endpoint",
+        choices=("local", "managed"),
+        default="local",
+        help="local: the inference server in this container; managed: an Azure ML managed "
+        "online deployment at 0 %% traffic (inside an Azure ML job).",
+    )
+    parser.add_argument("--model-uri", help="The model folder's azureml:// URI (managed).")
+    parser.add_argument("--model-name", default="porto-seguro-lgbm", help="Champion's name.")
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     return parser
 
 
 def _run(args: argparse.Namespace) -> None:
-    summary = verify_endpoint(args.model, args.data, args.target_column, args.out)
+    summary = verify_endpoint(
+        args.model,
+        args.data,
+        args.target_column,
+        args.out,
+        endpoint=args.endpoint,
+        model_uri=args.model_uri,
+        model_name=args.model_name,
+    )
     print(
         f"verify_endpoint: {summary['rows']} rows scored over HTTP by the submitted "
         f"{summary['layout']} model in {summary['http_seconds']:.1f} s; test endpoint "

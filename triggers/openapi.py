@@ -98,7 +98,6 @@ def _errors(*codes: int) -> dict[str, Any]:
         422: "Invalid fields, each named by JSON path with its value and what is accepted; "
         "or an Idempotency-Key reused with another body.",
         429: "Concurrency limit reached and CONCURRENCY_POLICY=skip.",
-        501: "The configured backend cannot run this (verification is local only).",
         502: "The pipeline backend refused the submission.",
         503: "The backend is unavailable or the app is misconfigured.",
     }
@@ -219,7 +218,7 @@ def openapi_document() -> dict[str, Any]:
                             **_json("RunRecord", "Repeat: the existing verification run."),
                             "headers": _status_headers(retry_after=True),
                         },
-                        **_errors(400, 401, 413, 415, 422, 429, 501, 502, 503),
+                        **_errors(400, 401, 413, 415, 422, 429, 502, 503),
                     },
                 },
             },

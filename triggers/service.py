@@ -17,7 +17,7 @@ from pipeline.request import TrainingRequest
 from pipeline.runs import RunRecord, run_id_for
 from pipeline.storage import Storage
 from pipeline.submitter import RunNotFound, SubmissionError, Submitter
-from pipeline.verification import AnyRequest, VerificationRequest, stored_request
+from pipeline.verification import AnyRequest, stored_request
 from triggers import policies, telemetry
 from triggers.drops import DropBook, OpenDrop
 from triggers.events import BlobArrival, HttpSubmission, TimerTick
@@ -197,13 +197,6 @@ class TriggerService:
     # --- the one way to a run -------------------------------------------------------
     def submit_request(self, request: AnyRequest, *, trigger: str, idempotency_key: str) -> Outcome:
         run_id = run_id_for(idempotency_key)
-        if isinstance(request, VerificationRequest) and self.submitter.backend != "local":
-            raise RequestError(
-                501,
-                "not_supported",
-                "model verification runs on the local backend only (PIPELINE_BACKEND=local); "
-                "on Azure ML its test endpoint is not wired yet (docs/batch-and-byo.md)",
-            )
         telemetry.bind(run_id=run_id, trigger=trigger, idempotency_key=idempotency_key)
         if request.dry_run:
             return DryRun(run_id, self.submitter.describe(request, run_id=run_id, trigger=trigger))

@@ -208,4 +208,8 @@ def test_the_verify_pipeline_loads_with_the_azure_ml_sdk_and_takes_the_request_i
         )
         assert component.name == f"aml_trigger_{name}"
     request = VerificationRequest(model="m/", data="d/")
-    assert set(pipeline.inputs) == set(request.pipeline_inputs(data_uri="x", model_uri="y"))
+    assert set(pipeline.inputs) == set(request.pipeline_inputs(data_uri="x", model_uri="y")) | {
+        "model_uri"  # given only to a managed endpoint (pipeline/aml_verification.py)
+    }
+    managed = request.pipeline_inputs(data_uri="x", model_uri="y", endpoint="managed")
+    assert set(pipeline.inputs) == set(managed)
