@@ -169,7 +169,9 @@ def verify_endpoint(
     endpoint: str = "local",
     model_uri: str | None = None,
     model_name: str = "porto-seguro-lgbm",
+    ml_client: Any = None,
 ) -> dict[str, Any]:
+    """`ml_client` (managed only): the workspace client; None = the job's own."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -179,7 +181,9 @@ def verify_endpoint(
     submission = inspect_submission(model, check_requirements=endpoint == "local")
     frame, target = load_rows(data, target_column)
     if endpoint == "managed":
-        return _verify_managed(submission, frame, target, out, model_uri, model_name, target_column)
+        return _verify_managed(
+            submission, frame, target, out, model_uri, model_name, target_column, ml_client
+        )
     folder = out / "endpoint"
     folder.mkdir(parents=True, exist_ok=True)
     process = None
@@ -228,6 +232,7 @@ def _verify_managed(
     model_uri: str | None,
     model_name: str,
     target_column: str,
+    ml_client: Any,
 ) -> dict[str, Any]:
     """The same outputs as the local endpoint, from a managed online deployment."""
     import pyarrow as pa
@@ -249,6 +254,7 @@ def _verify_managed(
             model_name=model_name,
             records=batches,
             out=out,
+            ml_client=ml_client,
         )
     except ManagedVerifyError as exc:
         raise StepError(f"the submitted model ({submission.layout}) failed: {exc}") from None

@@ -41,6 +41,7 @@ class Workspace:
         self.models: dict[str, dict] = {}
         self.endpoint: dict | None = None
         self.deployments: dict[str, dict] = {}
+        self.name = ENDPOINT
 
     def put_model(self, sent):
         body = sent.json()
@@ -49,13 +50,15 @@ class Workspace:
         return (201, {"id": sent.path, "name": sent.path.rsplit("/", 1)[-1], **body})
 
     def endpoint_resource(self) -> dict:
-        props = {**self.endpoint["properties"], "scoringUri": SCORING,
+        scoring = SCORING.replace(ENDPOINT, self.name)
+        props = {**self.endpoint["properties"], "scoringUri": scoring,
                  "provisioningState": "Succeeded"}  # fmt: skip
-        path = f"{self.wire.WS_PATH}/onlineEndpoints/{ENDPOINT}"
-        return {"id": path, "name": ENDPOINT, "location": "westeurope",
+        path = f"{self.wire.WS_PATH}/onlineEndpoints/{self.name}"
+        return {"id": path, "name": self.name, "location": "westeurope",
                 "identity": {"type": "SystemAssigned"}, "properties": props}  # fmt: skip
 
     def put_endpoint(self, sent):
+        self.name = sent.path.rsplit("/", 1)[-1]
         self.endpoint = sent.json()
         return (200, self.endpoint_resource())
 
@@ -70,7 +73,7 @@ class Workspace:
         return (200, None)
 
     def list_deployments(self, sent):
-        base = f"{self.wire.WS_PATH}/onlineEndpoints/{ENDPOINT}/deployments"
+        base = f"{self.wire.WS_PATH}/onlineEndpoints/{self.name}/deployments"
         value = [{"id": f"{base}/{n}", "name": n, "location": "westeurope", **b}
                  for n, b in self.deployments.items()]  # fmt: skip
         return (200, {"value": value})
@@ -88,7 +91,7 @@ class Workspace:
 @pytest.fixture
 def workspace(fake_azure, wire):
     ws = Workspace(wire)
-    base = f"{wire.WS_PATH}/onlineEndpoints/{ENDPOINT}"
+    base = f"{wire.WS_PATH}/onlineEndpoints/verify-[0-9a-f]{{12}}"
     fake_azure.on("GET", r"/models/[^/]+/versions\?", (200, {"value": []}))
     fake_azure.on("GET", r"/models/[^/?]+\?", wire.error(404, "NotFound", "no such model"))
     fake_azure.on("PUT", r"/models/[^/]+/versions/[^/?]+\?", ws.put_model)
@@ -244,3 +247,34 @@ def test_a_failed_teardown_is_reported_never_hidden(
 
     assert f"deleting endpoint {ENDPOINT} failed" in str(caught.value)
     assert "delete it by hand" in str(caught.value)
+
+
+def test_the_verify_step_writes_what_the_gate_reads_from_a_managed_endpoint(
+    ml_client, fake_azure, workspace, tmp_path
+):
+    import pyarrow.parquet as pq
+
+    from steps.verify_endpoint import verify_endpoint
+
+    fake_azure.on("POST", r"inference\.ml\.azure\.com/score", _answer)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n", encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "part-0.csv").write_text("ps_ind_01,target\n1,0\n2,1\n3,0\n", encoding="utf-8")
+    out = tmp_path / "scored"
+    out.mkdir()
+
+    summary = verify_endpoint(
+        model, data, "target", out, endpoint="managed", model_uri=MODEL_URI,
+        ml_client=ml_client,
+    )  # fmt: skip
+
+    table = pq.read_table(out / "predictions.parquet")
+    assert table.column("target").to_pylist() == [0, 1, 0]
+    assert table.column("probability").to_pylist() == [0.25, 0.25, 0.25]
+    assert summary["endpoint"] == "managed"
+    assert summary["torn_down"] is True
+    assert json.loads((out / "summary.json").read_text())["target_column"] == "target"
+    assert workspace.endpoint is None
