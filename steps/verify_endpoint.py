@@ -13,6 +13,12 @@ Azure ML inference server on 127.0.0.1, detached), but not blue/green and not un
 any endpoint name: it lives in this step's output folder, is smoke tested, gets
 every verification row in batches over HTTP, and is stopped before the step ends,
 whatever happened. The champion's endpoint is never touched.
+
+`--endpoint managed` (the Azure ML submitter's choice for scoring `endpoint`) puts
+the model on a throw-away Azure ML managed online deployment instead
+(steps/verify_online.py) and writes the same outputs; the local server is then not
+started, and requirements.txt is not checked here (the deployment builds its own
+environment).
 """
 
 from __future__ import annotations
