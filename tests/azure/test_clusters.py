@@ -197,6 +197,10 @@ def test_a_refused_create_names_the_cluster_and_the_service_reason(
         ("clusters: []", "clusters: List should have at least 1 item"),
         ("clusters: [{name: x, vm_size: Standard_DS3_v2, max_nodes: 1}]", "clusters.0.name"),
         ("clusters: [{name: cpu, vm_size: DS3, max_nodes: 1}]", "clusters.0.vm_size"),
+        ("clusters: [{name: cpu-1, vm_size: Standard_DS3_v2, max_nodes: 1}]",
+         "a '-' must be followed by a letter"),
+        ("clusters:\n  - {name: cpu, vm_size: Standard_DS3_v2, max_nodes: 1}\n"
+         "  - {name: CPU, vm_size: Standard_DS3_v2, max_nodes: 1}", "listed twice"),
         ("clusters: [{name: cpu, vm_size: Standard_DS3_v2, max_nodes: 2, min_nodes: 3}]",
          "min_nodes 3 is above max_nodes 2"),
         ("clusters: [{name: cpu, vm_size: Standard_DS3_v2, max_nodes: 1, tier: spot}]",
