@@ -62,6 +62,7 @@ def group_record(run_id: str, records: list[RunRecord]) -> RunRecord:
     jobs = [
         {
             "name": r.run_id,
+            "job_name": r.extra.get("job_name"),
             "compute": r.extra.get("compute"),
             "status": r.status,
             "aml_status": r.extra.get("aml_status"),

@@ -38,7 +38,8 @@ from pipeline.aml_jobs import (
     job_record,
 )
 from pipeline.aml_verification import describe_verification, submit_verification
-from pipeline.compute import explain_failure, step_computes
+from pipeline.compute import step_computes
+from pipeline.preemption import follow, is_retry
 from pipeline.request import TrainingRequest
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
 from pipeline.settings import Settings
@@ -173,11 +174,16 @@ class AmlSubmitter:
             if not _is_not_found(exc):
                 raise self._error(exc, f"reading run {run_id}") from None
         else:
-            return explain_failure(client, self._record(job))
-        members = self._group_jobs(client, run_id)
+            return self._followed(client, job)
+        # A member's preemption retries carry the group too; they are followed from it.
+        members = [j for j in self._group_jobs(client, run_id) if not is_retry(j)]
         if not members:
             raise RunNotFound(run_id)
-        return group_record(run_id, [explain_failure(client, self._record(j)) for j in members])
+        return group_record(run_id, [self._followed(client, j) for j in members])
+
+    def _followed(self, client: Any, job: Any) -> RunRecord:
+        """The job's record, its failure explained and a preempted attempt retried."""
+        return follow(client, job, retries=self.settings.aml_preemption_retries)
 
     def list_runs(self, limit: int = 20) -> list[RunRecord]:
         """The newest pipeline jobs this service submitted (one record per job)."""
@@ -198,7 +204,10 @@ class AmlSubmitter:
         the job to stop; its state reads CancelRequested, i.e. running, until then)."""
         client = self.client()
         record = self.get(run_id)
-        names = [j["name"] for j in record.extra.get("jobs", [])] or [run_id]
+        # The latest attempt of each job (a preemption retry has its own name).
+        names = [j.get("job_name") or j["name"] for j in record.extra.get("jobs", [])] or [
+            record.extra.get("job_name") or run_id
+        ]
         for name in names:
             try:
                 client.jobs.begin_cancel(name, polling=False)

@@ -72,6 +72,13 @@ class Settings(BaseModel):
         pattern=r"^[A-Za-z][A-Za-z0-9-]{1,31}$",
         description="AML_TRAIN_COMPUTE: cluster for the train slots; empty = the run's compute.",
     )
+    aml_preemption_retries: int = Field(
+        1,
+        ge=0,
+        le=3,
+        description="AML_PREEMPTION_RETRIES: times a run whose low-priority node was "
+        "preempted is submitted again (pipeline/preemption.py); 0 = never.",
+    )
     aml_datastore: str = Field(
         "incoming",
         pattern=r"^[A-Za-z0-9_]{1,255}$",
@@ -204,6 +211,7 @@ class Settings(BaseModel):
             "aml_compute": env.get("AML_COMPUTE") or None,
             "aml_prep_compute": env.get("AML_PREP_COMPUTE") or None,
             "aml_train_compute": env.get("AML_TRAIN_COMPUTE") or None,
+            "aml_preemption_retries": env.get("AML_PREEMPTION_RETRIES") or 1,
             "aml_datastore": env.get("AML_DATASTORE") or "incoming",
             "aml_batch_endpoint": env.get("AML_BATCH_ENDPOINT") or None,
             "aml_batch_deployment": env.get("AML_BATCH_DEPLOYMENT") or None,

@@ -113,7 +113,7 @@ PREEMPTED = (
 )
 
 
-def _run_history(fake_azure, wire, *, child_error: str | None):
+def _run_history(fake_azure, wire, job: str = "run-pre", *, child_error: str | None):
     """The workspace's run history service as the SDK finds it: the workspace names a
     discovery URL, which names the API host; children and run details live there."""
     fake_azure.on(
@@ -123,47 +123,123 @@ def _run_history(fake_azure, wire, *, child_error: str | None):
                "properties": {"discoveryUrl": f"{API}/discovery"}}),
     )  # fmt: skip
     fake_azure.on("GET", r"/discovery$", (200, {"api": API, "history": API}))
-    child = {"runId": "run-pre-train", "status": "Failed", "displayName": "train",
-             "parentRunId": "run-pre", "runType": "azureml.StepRun"}  # fmt: skip
-    fake_azure.on("GET", r"/runs/run-pre/children", (200, {"value": [child]}))
+    child = {"runId": f"{job}-train", "status": "Failed", "displayName": "train",
+             "parentRunId": job, "runType": "azureml.StepRun"}  # fmt: skip
+    fake_azure.on("GET", rf"/runs/{job}/children", (200, {"value": [child]}))
     fake_azure.on(
         "GET",
-        r"/runs/run-pre/details",
-        (200, {"runId": "run-pre", "status": "Failed",
+        rf"/runs/{job}/details",
+        (200, {"runId": job, "status": "Failed",
                "error": {"error": {"code": "UserError",
                                    "message": "Pipeline has failed child jobs."}}}),
     )  # fmt: skip
-    details = {"runId": "run-pre-train", "status": "Failed"}
+    details = {"runId": f"{job}-train", "status": "Failed"}
     if child_error:
         details["error"] = {"error": {"code": "UserError", "message": child_error}}
-    fake_azure.on("GET", r"/runs/run-pre-train/details", (200, details))
+    fake_azure.on("GET", rf"/runs/{job}-train/details", (200, details))
 
 
-def test_a_preempted_training_node_fails_the_run_with_its_reason(submitter, fake_azure, wire):
-    fake_azure.on("GET", r"/jobs/run-pre\?", (200, wire.job("run-pre", "Failed")))
+def _submitted_then_failed(submitter, fake_azure, wire, name="run-pre"):
+    """A job as submitted (the echo of its PUT), now Failed."""
+    stored = {}
+
+    def put(sent):
+        status, body = wire.echo_job()(sent)
+        stored[body["name"]] = body
+        return (status, body)
+
+    fake_azure.on("PUT", r"/jobs/[^/?]+\?", put)
+    submitter.submit(TrainingRequest(data="d/", train_compute="gpu-spot"), run_id=name,
+                     trigger="http", idempotency_key="k-pre")  # fmt: skip
+    failed = {**stored[name], "properties": {**stored[name]["properties"], "status": "Failed"}}
+    fake_azure.on("GET", rf"/jobs/{name}\?", (200, failed))
+    return stored
+
+
+def test_a_preempted_run_is_submitted_again_under_the_same_run_id(submitter, fake_azure, wire):
+    stored = _submitted_then_failed(submitter, fake_azure, wire)
     _run_history(fake_azure, wire, child_error=PREEMPTED)
+    fake_azure.on("GET", r"/jobs/run-pre-r1\?", wire.error(404, "NotFound", "no such job"))
+
+    record = submitter.get("run-pre")
+
+    first, retry = fake_azure.requests("PUT", "/jobs/")
+    assert retry.path.endswith("/jobs/run-pre-r1")
+    before, after = first.json()["properties"], retry.json()["properties"]
+    assert after["componentId"] == before["componentId"]
+    assert after["inputs"] == before["inputs"]  # train_compute gpu-spot and all
+    assert after["settings"] == before["settings"]
+    assert after["properties"]["aml_trigger.retry_of"] == "run-pre"
+    assert after["properties"]["aml_trigger.run_id"] == "run-pre-r1"
+    assert after["properties"]["aml_trigger.comparison_group"] == "run-pre"
+    assert "services" not in after or not after["services"]
+    assert record.run_id == "run-pre"
+    assert record.status == "queued"  # the retry, not the failure
+    assert record.extra["job_name"] == "run-pre-r1"
+    assert record.extra["preemption_retries"] == 1
+    assert "run-pre-r1" in stored
+
+    # The next status check follows the retry; nothing is submitted twice.
+    fake_azure.on("GET", r"/jobs/run-pre-r1\?", (200, wire.job("run-pre-r1", "Running")))
+    assert submitter.get("run-pre").status == "running"
+    assert len(fake_azure.requests("PUT", "/jobs/")) == 2
+
+    fake_azure.on("POST", r"/jobs/run-pre-r1/cancel", (202, None))
+    fake_azure.on("GET", r"/jobs/run-pre-r1\?", (200, wire.job("run-pre-r1", "CancelRequested")))
+    submitter.cancel("run-pre")
+    assert [c.path.rsplit("/", 2)[-2] for c in fake_azure.requests("POST", "/cancel")] == [
+        "run-pre-r1"
+    ]
+
+
+def test_a_run_preempted_again_fails_saying_preempted_in_status_and_callback(
+    submitter, fake_azure, wire
+):
+    _submitted_then_failed(submitter, fake_azure, wire)
+    _run_history(fake_azure, wire, child_error=PREEMPTED)
+    _run_history(fake_azure, wire, "run-pre-r1", child_error=PREEMPTED)
+    fake_azure.on("GET", r"/jobs/run-pre-r1\?", (200, wire.job("run-pre-r1", "Failed")))
 
     record = submitter.get("run-pre")
 
     assert record.status == "failed"
     assert record.error.startswith("preempted: train: UserError: AzureMLCompute job failed.")
     assert "Received pre-emption warning signal" in record.error
+    assert record.error.endswith("(after 1 retry)")
     assert record.extra["preempted"] is True
     callback = run_summary(record, run_url="https://x/api/runs/run-pre")
     assert callback["status"] == "failed"
     assert callback["error"].startswith("preempted: ")
-    details = fake_azure.requests("GET", "/details")
-    assert [d.path.rsplit("/", 2)[-2] for d in details] == ["run-pre-train"]
+    assert len(fake_azure.requests("PUT", "/jobs/")) == 1  # no third attempt
 
 
-def test_another_failure_keeps_the_child_reason_without_preempted(submitter, fake_azure, wire):
+def test_with_no_retries_allowed_a_preemption_fails_the_run_at_once(
+    aml_env, monkeypatch, fake_azure, fake_credential, wire
+):
+    from pipeline.aml_submitter import AmlSubmitter
+
+    monkeypatch.setenv("AML_PREEMPTION_RETRIES", "0")
+    submitter = AmlSubmitter(
+        Settings.from_env(), credential=fake_credential, transport=fake_azure, retry_total=0
+    )
     fake_azure.on("GET", r"/jobs/run-pre\?", (200, wire.job("run-pre", "Failed")))
-    _run_history(fake_azure, wire, child_error="UserError: train: no rows")
+    _run_history(fake_azure, wire, child_error=PREEMPTED)
+
+    record = submitter.get("run-pre")
+
+    assert record.error.startswith("preempted: train: ")
+    assert fake_azure.requests("PUT") == []
+
+
+def test_another_failure_keeps_the_child_reason_and_is_not_retried(submitter, fake_azure, wire):
+    fake_azure.on("GET", r"/jobs/run-pre\?", (200, wire.job("run-pre", "Failed")))
+    _run_history(fake_azure, wire, child_error="train: no rows")
 
     record = submitter.get("run-pre")
 
     assert record.error == "train: UserError: train: no rows"
     assert record.extra["preempted"] is False
+    assert fake_azure.requests("PUT") == []
 
 
 def test_a_run_history_that_cannot_be_read_leaves_the_failure_as_it_was(
@@ -176,3 +252,4 @@ def test_a_run_history_that_cannot_be_read_leaves_the_failure_as_it_was(
     assert record.status == "failed"
     assert record.error == "the Azure ML job failed; see its logs in Azure ML studio"
     assert "preempted" not in record.extra
+    assert fake_azure.requests("PUT") == []
