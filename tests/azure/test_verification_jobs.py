@@ -106,3 +106,23 @@ def test_the_verify_pipeline_passes_the_endpoint_kind_to_its_test_endpoint_step(
     assert set(pipeline.inputs) >= {"endpoint", "model_uri"}
     assert "--endpoint ${{inputs.endpoint}}" in node.component.command
     assert pipeline.inputs["model_uri"].optional is True
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"scoring": "online"}, "scoring", "'endpoint' or 'batch'"),
+        ({"compute": "1cpu"}, "compute", "not a valid name"),
+    ],
+)
+def test_bad_scoring_or_compute_is_refused_naming_the_field(service, fake_azure, extra, field,
+                                                            message):  # fmt: skip
+    from triggers.validation import RequestError
+
+    with pytest.raises(RequestError) as caught:
+        _post(service, {**BODY, **extra}, key="verify-bad")
+    assert caught.value.status == 422
+    details = caught.value.details
+    assert [d["path"] for d in details] == [field]
+    assert message in details[0]["message"]
+    assert fake_azure.sent == []
