@@ -126,3 +126,39 @@ def test_bad_scoring_or_compute_is_refused_naming_the_field(service, fake_azure,
     assert [d["path"] for d in details] == [field]
     assert message in details[0]["message"]
     assert fake_azure.sent == []
+
+
+def test_publish_registers_the_verify_pipeline_with_the_training_version(
+    aml_env, fake_azure, fake_credential, workspace, wire
+):
+    from pipeline.publish import BATCH_PIPELINE_YAML, publish, publish_version
+
+    publish(
+        Settings.from_env(),
+        credential=fake_credential,
+        transport=fake_azure,
+        retry_total=0,
+        extra_pipelines=(BATCH_PIPELINE_YAML, VERIFY_PIPELINE_YAML),
+        progress=lambda _: None,
+    )
+
+    version = publish_version()
+    puts = [p.path.split("/workspaces/ws-ml/")[1] for p in fake_azure.requests("PUT")]
+    assert puts[-3:] == [
+        f"components/aml_trigger_verify_endpoint/versions/{version}",
+        f"components/aml_trigger_verify_gate/versions/{version}",
+        f"components/aml_trigger_verify_model/versions/{version}",
+    ]
+    spec = fake_azure.requests("PUT")[-1].json()["properties"]["componentSpec"]
+    assert spec["jobs"]["verify_endpoint"]["componentId"].endswith(
+        f"/components/aml_trigger_verify_endpoint/versions/{version}"
+    )
+    # The training pipeline binds its nodes' compute to the step-group inputs.
+    training = next(
+        p.json()["properties"]["componentSpec"]
+        for p in fake_azure.requests("PUT", "/components/aml_trigger_training/")
+    )
+    assert training["jobs"]["train_2"]["computeId"] == "${{parent.inputs.train_compute}}"
+    assert training["jobs"]["prep"]["computeId"] == "${{parent.inputs.prep_compute}}"
+    assert "computeId" not in training["jobs"]["evaluate"]
+    assert not fake_azure.unrouted, [u.url for u in fake_azure.unrouted]
