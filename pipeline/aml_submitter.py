@@ -431,11 +431,20 @@ class AmlSubmitter:
     ) -> RunRecord:
         from azure.ai.ml import Input
 
-        if len(request.compute) > 0:
+        given = [
+            name
+            for name, value in (
+                ("compute", request.compute),
+                ("prep_compute", request.prep_compute),
+                ("train_compute", request.train_compute),
+            )
+            if value
+        ]
+        if given:
             raise SubmissionError(
                 "invalid_request",
-                "compute: a batch endpoint deployment runs on its own compute; leave "
-                "`compute` empty, or unset AML_BATCH_ENDPOINT to submit pipeline jobs",
+                f"{', '.join(given)}: a batch endpoint deployment runs on its own compute; "
+                "leave them empty, or unset AML_BATCH_ENDPOINT to submit pipeline jobs",
             )
         values = self._inputs(request, run_id, trigger, idempotency_key, None, None)
         inputs = {}

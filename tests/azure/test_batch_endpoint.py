@@ -75,6 +75,12 @@ def test_batch_mode_refuses_compute_targets(batch_submitter, fake_azure):
         batch_submitter.submit(TrainingRequest(compute=["cpu"]), run_id="run-b2", trigger="http")
     assert "compute" in caught.value.message and "AML_BATCH_ENDPOINT" in caught.value.message
     assert fake_azure.sent == []
+    with pytest.raises(SubmissionError) as caught:
+        batch_submitter.submit(
+            TrainingRequest(train_compute="gpu-a"), run_id="run-b3", trigger="http"
+        )
+    assert caught.value.message.startswith("train_compute: a batch endpoint deployment")
+    assert fake_azure.sent == []
 
 
 def _batch_job(sent) -> dict:
