@@ -141,6 +141,7 @@ class AmlSubmitter:
             return submit_verification(
                 self, request, run_id=run_id, trigger=trigger, idempotency_key=idempotency_key
             )
+        _refuse_what_aml_cannot_run(request)
         client = self.client(for_submission=True)
         if self.batch_mode:
             return self._invoke_batch(client, request, run_id, trigger, idempotency_key)
@@ -231,6 +232,7 @@ class AmlSubmitter:
         _check_run_id(run_id)
         if isinstance(request, VerificationRequest):
             return describe_verification(self, request, run_id=run_id, trigger=trigger)
+        _refuse_what_aml_cannot_run(request)
         require_settings(self.settings, self.submission_settings())
         if self.batch_mode:
             inputs = self._inputs(request, run_id, trigger, idempotency_key, None, None)
@@ -333,6 +335,7 @@ class AmlSubmitter:
                 "code_version": code_version or _local_code_version(),
             },
             retrain_defaults=self.settings.retrain_defaults,
+            **self.settings.deployment_inputs(),
         )
         inputs["data_location"] = f"{self.settings.incoming_container}/{request.data}"
         if dataset_config:
@@ -504,6 +507,13 @@ def _check_run_id(run_id: str) -> None:
         raise SubmissionError(
             "invalid_run_id",
             f"run id {run_id!r} must be 3-64 lowercase letters, digits, '_' or '-'",
+        )
+
+
+def _refuse_what_aml_cannot_run(request: TrainingRequest) -> None:
+    if refusals := request.backend_refusals("aml"):
+        raise SubmissionError(
+            "invalid_request", "; ".join(f"{r['path']}: {r['message']}" for r in refusals)
         )
 
 

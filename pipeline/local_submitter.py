@@ -226,6 +226,7 @@ class LocalSubmitter:
                 "code_version": code_version(),
             },
             retrain_defaults=self.settings.retrain_defaults,
+            **self.settings.deployment_inputs(),
         )
         inputs["data_location"] = location
         # Candidates train side by side on this one machine: each gets its share of the

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from steps._cli import UNSET
 from steps.candidates import (
     MAX_CANDIDATES,
     TrainOverrides,
@@ -20,6 +21,9 @@ from steps.candidates import (
     changed,
     format_overrides,
 )
+from steps.endpoint_names import BASE_NAME as BASE_ENDPOINT_NAME
+from steps.endpoint_names import RULE as ENDPOINT_NAME_RULE
+from steps.endpoint_names import check_endpoint_name
 from steps.params import (
     DeployTarget,
     GateKpis,
@@ -83,15 +87,17 @@ class TrainingRequest(BaseModel):
     model_name: str = Field(
         "porto-seguro-lgbm", pattern=_NAME, description="Registered model name."
     )
-    deploy_target: DeployTarget = Field(
-        "local",
-        description="`local` scoring server, `aci` (managed online endpoint), "
-        "`aks` (Kubernetes online endpoint) or `none`.",
+    deploy_target: DeployTarget | None = Field(
+        None,
+        description="`local` scoring server (local backend only), `aci` (managed online "
+        "endpoint), `aks` (Kubernetes online endpoint) or `none`. Null: the DEPLOY_TARGET "
+        "setting, whose default is `local` on the local backend and `none` on `aml`.",
     )
-    endpoint_name: str = Field(
-        "porto-seguro",
-        pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$",
-        description="Endpoint the champion is served from.",
+    endpoint_name: str | None = Field(
+        None,
+        description="Endpoint the champion is served from: " + ENDPOINT_NAME_RULE + ". "
+        "Null: the ENDPOINT_NAME setting, else a name derived from the workspace "
+        "(porto-seguro-<hash>) on `aml`, `porto-seguro` locally.",
     )
     compute: list[str] = Field(
         default_factory=list,
@@ -121,6 +127,11 @@ class TrainingRequest(BaseModel):
         "(http only to loopback when running locally).",
     )
     dry_run: bool = Field(False, description="Validate and show the job without submitting.")
+
+    @field_validator("endpoint_name")
+    @classmethod
+    def _endpoint_name_rule(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint_name(value)
 
     @field_validator("data")
     @classmethod
@@ -198,12 +209,16 @@ class TrainingRequest(BaseModel):
         data_uri: str,
         lineage: dict[str, str],
         retrain_defaults: RetrainPolicy | None = None,
+        deploy_target: str = "local",
+        endpoint_name: str = BASE_ENDPOINT_NAME,
     ) -> dict[str, Any]:
         """Flatten into the pipeline component's inputs (names as in the YAML).
 
         `data_uri` is where the executor finds the data (a local folder or an
         azureml:// URI); `lineage` carries trigger, run_key and code_version;
-        `retrain_defaults` (the app settings) fill what `retrain` leaves out.
+        `retrain_defaults`, `deploy_target` and `endpoint_name` (the app settings,
+        see Settings.deployment_defaults) fill what the request leaves out.
+        No string input is ever "": Azure ML cannot pass one (steps._cli.UNSET).
         """
         inputs: dict[str, Any] = {"training_data": data_uri}
         inputs.update(self.params.model_dump())
@@ -213,11 +228,11 @@ class TrainingRequest(BaseModel):
         inputs.update(self.retrain.resolve(retrain_defaults or RetrainPolicy()).model_dump())
         inputs.update(
             model_name=self.model_name,
-            deploy_target=self.deploy_target,
-            endpoint_name=self.endpoint_name,
-            data_location=self.data,
+            deploy_target=self.deploy_target or deploy_target,
+            endpoint_name=self.endpoint_name or endpoint_name,
+            data_location=self.data or UNSET,
             trigger=lineage.get("trigger", "manual"),
-            run_key=shell_safe(lineage.get("run_key", "")),
+            run_key=shell_safe(lineage.get("run_key", "")) or UNSET,
             code_version=lineage.get("code_version", "dev"),
         )
         return inputs
@@ -225,11 +240,26 @@ class TrainingRequest(BaseModel):
     def candidate_inputs(self) -> dict[str, Any]:
         """candidate_count and one overrides string per train slot (slot 0 trains
         `params` as they are when no candidates are given)."""
-        texts = [format_overrides(c) for c in self.candidates] or [""]
+        texts = [format_overrides(c) or UNSET for c in self.candidates] or [UNSET]
         inputs: dict[str, Any] = {"candidate_count": len(texts)}
         for slot in range(MAX_CANDIDATES):
-            inputs[f"candidate_{slot}"] = texts[slot] if slot < len(texts) else ""
+            inputs[f"candidate_{slot}"] = texts[slot] if slot < len(texts) else UNSET
         return inputs
+
+    def backend_refusals(self, backend: str) -> list[dict[str, Any]]:
+        """What this request asks that the backend cannot do, as 422 details (path,
+        value, message); empty when it can run there."""
+        if backend == "aml" and self.deploy_target == "local":
+            return [
+                {
+                    "path": "deploy_target",
+                    "value": "local",
+                    "message": "`local` serves the model from the machine running the "
+                    "pipeline; on Azure ML that is the job's container, which stops with "
+                    "the job. Accepted on the aml backend: none, aci, aks",
+                }
+            ]
+        return []
 
 
 def shell_safe(value: str) -> str:

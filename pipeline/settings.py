@@ -11,9 +11,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from steps.params import NewRows, PsiThreshold, RetrainPolicy, RetrainPolicyName
+from steps.endpoint_names import check_endpoint_name, default_endpoint_name
+from steps.params import DeployTarget, NewRows, PsiThreshold, RetrainPolicy, RetrainPolicyName
 
 AML_SETTINGS = ("AML_SUBSCRIPTION_ID", "AML_RESOURCE_GROUP", "AML_WORKSPACE")
 
@@ -122,6 +131,21 @@ class Settings(BaseModel):
         10_000, description="MIN_NEW_ROWS: new rows a drop needs (policy min_new_rows)."
     )
 
+    # --- where a promoted champion is served (defaults of TrainingRequest) --------------
+    deploy_target: DeployTarget | None = Field(
+        None,
+        description="DEPLOY_TARGET: `none`, `local`, `aci` or `aks` for requests that give "
+        "none. Unset: `local` on the local backend, `none` on `aml` (deploying needs the "
+        "compute's identity to hold rights on the workspace's endpoints, and an endpoint "
+        "bills for its instances until deleted: opt in with `aci` or `aks`).",
+    )
+    endpoint_name: str | None = Field(
+        None,
+        description="ENDPOINT_NAME: endpoint for requests that give none. Unset: "
+        "`porto-seguro-<hash of the workspace>` on `aml` (endpoint names are unique per "
+        "Azure region), `porto-seguro` locally.",
+    )
+
     # --- the trigger service (triggers/) -------------------------------------------
     blob_batch_mode: Literal["window", "marker", "each"] = Field(
         "window",
@@ -194,6 +218,40 @@ class Settings(BaseModel):
         "URLs must then resolve to public addresses.",
     )
 
+    @field_validator("endpoint_name")
+    @classmethod
+    def _endpoint_name_rule(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint_name(value, field="ENDPOINT_NAME")
+
+    @model_validator(mode="after")
+    def _target_runs_on_backend(self) -> Settings:
+        if self.pipeline_backend == "aml" and self.deploy_target == "local":
+            raise ValueError(
+                "DEPLOY_TARGET local cannot serve from Azure ML (the scoring server would "
+                "stop with the job's container); accepted with PIPELINE_BACKEND=aml: none, "
+                "aci, aks"
+            )
+        return self
+
+    def deployment_defaults(self) -> tuple[str, str]:
+        """(deploy target, endpoint name) for a request that names neither: the one
+        place the per-backend defaults are decided."""
+        aml = self.pipeline_backend == "aml"
+        target = self.deploy_target or ("none" if aml else "local")
+        endpoint = self.endpoint_name or (
+            default_endpoint_name(
+                self.aml_subscription_id, self.aml_resource_group, self.aml_workspace
+            )
+            if aml
+            else default_endpoint_name(None, None, None)
+        )
+        return target, endpoint
+
+    def deployment_inputs(self) -> dict[str, str]:
+        """deployment_defaults() as TrainingRequest.pipeline_inputs' keywords."""
+        target, endpoint = self.deployment_defaults()
+        return {"deploy_target": target, "endpoint_name": endpoint}
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
@@ -224,6 +282,8 @@ class Settings(BaseModel):
             "retrain_policy": env.get("RETRAIN_POLICY") or "always",
             "drift_psi_threshold": env.get("DRIFT_PSI_THRESHOLD") or 0.2,
             "min_new_rows": env.get("MIN_NEW_ROWS") or 10_000,
+            "deploy_target": env.get("DEPLOY_TARGET") or None,
+            "endpoint_name": env.get("ENDPOINT_NAME") or None,
             "blob_batch_mode": env.get("BLOB_BATCH_MODE") or "window",
             "blob_marker_name": env.get("BLOB_MARKER_NAME") or "_SUCCESS",
             "blob_quiet_seconds": env.get("BLOB_QUIET_SECONDS") or 30.0,
@@ -300,6 +360,8 @@ _ENV_NAMES = {
     "retrain_policy": "RETRAIN_POLICY",
     "drift_psi_threshold": "DRIFT_PSI_THRESHOLD",
     "min_new_rows": "MIN_NEW_ROWS",
+    "deploy_target": "DEPLOY_TARGET",
+    "endpoint_name": "ENDPOINT_NAME",
     "blob_batch_mode": "BLOB_BATCH_MODE",
     "blob_marker_name": "BLOB_MARKER_NAME",
     "blob_quiet_seconds": "BLOB_QUIET_SECONDS",
@@ -316,9 +378,13 @@ _ENV_NAMES = {
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across settings: its message names them
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
+        field = str(err["loc"][0])
         name = _ENV_NAMES.get(field, field.upper())
         value = err.get("input")
         shown = "" if field in {"storage_connection", "function_key"} else f" (got {value!r})"
-        parts.append(f"{name}: {err['msg']}{shown}")
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {message}{shown}")
     return "invalid app settings: " + "; ".join(parts)

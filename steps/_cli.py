@@ -20,6 +20,21 @@ from pydantic import BaseModel, ValidationError
 
 EXIT_KNOWN_FAILURE = 2
 
+# What a pipeline passes for "no value" in a string input. Azure ML cannot carry "":
+# azure-ai-ml leaves empty-string inputs out of a pipeline job's REST body
+# ("not support pass None or empty input value", entities/_job/pipeline/pipeline_job.py)
+# and the service then fails the node with "Assignment for parameter ... is not
+# specified" (azure-sdk-for-python#38892); leaving an optional input out fails the
+# same way in places (#41834). So every string input is always bound, with this word
+# standing for "unset" (the placeholder the Azure ML team itself suggested in
+# MachineLearningNotebooks#668).
+UNSET = "none"
+
+
+def unset_text(value: str) -> str:
+    """argparse `type=` for a string input that may be UNSET: gives "" for it."""
+    return "" if value.strip() in {"", UNSET} else value
+
 
 class StepError(Exception):
     """A known failure; the message names the file/column/value and what is accepted."""

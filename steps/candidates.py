@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model, model_serializer
 
+from steps._cli import UNSET
 from steps.params import TrainParams
 
 MAX_CANDIDATES = 4
@@ -72,7 +73,7 @@ def format_overrides(overrides: BaseModel | Mapping[str, Any]) -> str:
 def parse_overrides(text: str) -> dict[str, Any]:
     """format_overrides' inverse, validated; ValueError names the field and the bounds."""
     text = text.strip()
-    if not text:
+    if not text or text == UNSET:  # the pipeline's "no change" (Azure ML drops "")
         return {}
     if not _TEXT.fullmatch(text):
         raise ValueError(

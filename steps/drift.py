@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps._cli import StepParser, read_json, run_step, validated, write_json
+from steps._cli import StepParser, read_json, run_step, unset_text, validated, write_json
 from steps.params import RetrainPolicy
 
 if TYPE_CHECKING:
@@ -394,7 +394,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prepared", type=Path, required=True, help="prep's output folder.")
     parser.add_argument("--model-name", required=True, help="Registered model name.")
     parser.add_argument(
-        "--data-location", default="", help="Where the data came from (lineage tag)."
+        "--data-location",
+        default="",
+        type=unset_text,
+        help="Where the data came from (lineage tag); `none` = unknown.",
     )
     parser.add_argument("--retrain-policy", required=True, help="always, on_drift or min_new_rows.")
     parser.add_argument("--drift-psi-threshold", type=float, required=True, help="PSI threshold.")

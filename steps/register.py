@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps._cli import StepError, StepParser, read_json, run_step, write_json
+from steps._cli import StepError, StepParser, read_json, run_step, unset_text, write_json
 from steps.score_champion import CHAMPION_ALIAS, current_champion
 
 
@@ -142,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluation", type=Path, required=True, help="evaluate's output folder.")
     parser.add_argument("--model-name", required=True, help="Registered model name.")
     for name in ("data-location", "trigger", "run-key", "code-version"):
-        parser.add_argument(f"--{name}", default="", help=f"Lineage tag {name.replace('-', '_')}.")
+        parser.add_argument(
+            f"--{name}", default="", type=unset_text, help=f"Lineage tag {name.replace('-', '_')}."
+        )
     parser.add_argument("--out", type=Path, required=True, help="Output folder.")
     return parser
 

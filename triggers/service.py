@@ -62,6 +62,17 @@ class DryRun:
 Outcome = Accepted | Skipped | Deferred | DryRun
 
 
+def refuse_for_backend(request: Any, backend: str) -> None:
+    """422 for what the configured backend cannot run (deploy_target=local on aml),
+    before anything is recorded."""
+    refusals = getattr(request, "backend_refusals", lambda _: [])(backend)
+    if refusals:
+        names = ", ".join(r["path"] for r in refusals)
+        raise RequestError(
+            422, "invalid_request", f"{len(refusals)} invalid field(s): {names}", refusals
+        )
+
+
 class IdempotencyConflict(RequestError):
     def __init__(self, key: str) -> None:
         super().__init__(
@@ -123,6 +134,7 @@ class TriggerService:
     def _submit_http(self, submission: HttpSubmission, parse) -> Outcome:
         with telemetry.span("validate"):
             request = parse(submission.body)
+            refuse_for_backend(request, self.submitter.backend)
             header = submission.idempotency_key
             if header is not None and (problem := policies.check_idempotency_key(header)):
                 raise RequestError(

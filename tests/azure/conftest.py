@@ -15,9 +15,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from azure.core.credentials import AccessToken
 from azure.core.pipeline.transport import HttpResponse, HttpTransport
 from azure.core.utils import CaseInsensitiveDict
@@ -201,12 +203,46 @@ def job_resource(
     }
 
 
+TRAINING_PIPELINE = Path(__file__).resolve().parents[2] / "pipeline" / "training_pipeline.yaml"
+
+
+def unbound_inputs(job_inputs: dict, component_inputs: dict) -> list[str]:
+    """The component's inputs a job leaves without a value. The service resolves each
+    non-optional input from the job, else from the component's default; an empty
+    string is no value (the SDK drops "" from the body, and a default of "" is "not
+    specified" too: azure-sdk-for-python#38892, MachineLearningNotebooks#668)."""
+    missing = []
+    for name, spec in component_inputs.items():
+        if spec.get("optional"):
+            continue
+        given = job_inputs.get(name) or {}
+        value = given.get("value", given.get("uri"))
+        if value not in (None, ""):
+            continue
+        if spec.get("default") not in (None, ""):
+            continue
+        missing.append(name)
+    return missing
+
+
 def echo_job(status: str = "NotStarted") -> Callable[[Sent], tuple]:
-    """A PUT handler returning the submitted job back, as the service does."""
+    """A PUT handler returning the submitted job back, as the service does; a job of
+    the training pipeline component that leaves one of its inputs without a value is
+    refused as the service refuses it (400 UserError naming the parameter)."""
 
     def answer(sent: Sent) -> tuple:
         name = sent.path.rsplit("/", 1)[-1]
         body = sent.json()["properties"]
+        if "/components/aml_trigger_training/" in (body.get("componentId") or ""):
+            spec = yaml.safe_load(TRAINING_PIPELINE.read_text(encoding="utf-8"))["inputs"]
+            missing = unbound_inputs(body.get("inputs") or {}, spec)
+            if missing:
+                return error(
+                    400,
+                    "UserError",
+                    f"Assignment for parameter {missing[0]} is not specified "
+                    f"(unbound: {', '.join(missing)})",
+                )
         return (
             201,
             job_resource(
@@ -256,6 +292,7 @@ def wire():
         error=error,
         job=job_resource,
         echo_job=echo_job,
+        unbound_inputs=unbound_inputs,
         WS_PATH=WS_PATH,
         SUB=SUB,
         RG=RG,

@@ -47,12 +47,16 @@ def test_submit_puts_one_pipeline_job_from_the_registered_component(submitter, f
     assert literal["run_key"] == key
     assert literal["data_location"] == "incoming/drops/2026-11-22/"
     assert literal["code_version"] == "3"  # lineage: the component version that runs
-    # Empty strings (the unused candidate slots here) are left off the wire by the SDK;
-    # the pipeline component's default "" applies to them.
-    unused = {f"candidate_{slot}" for slot in range(4)}
+    # Every input is bound by the job itself, none with "": the SDK leaves "" off the
+    # wire and the service then fails the node (azure-sdk-for-python#38892); unused
+    # candidate slots carry the steps' "none".
     computes = {"prep_compute", "train_compute"}  # pipeline/compute.py
-    assert set(inputs) == set(request.pipeline_inputs(data_uri="x", lineage={})) - unused | computes
+    assert set(inputs) == set(request.pipeline_inputs(data_uri="x", lineage={})) | computes
+    assert "" not in literal.values()
+    assert wire.unbound_inputs(inputs, {name: {} for name in inputs}) == []
     assert literal["candidate_count"] == "1"
+    assert [literal[f"candidate_{slot}"] for slot in range(4)] == ["none"] * 4
+    assert literal["deploy_target"] == "none"  # the aml backend's default
     assert body["tags"] == {
         "team": "risk",
         "aml_trigger.trigger": "blob",
@@ -86,8 +90,8 @@ def test_submit_carries_the_candidates_as_pipeline_inputs(submitter, fake_azure,
     assert literal["candidate_count"] == "3"
     assert literal["candidate_0"] == "num_leaves=15"
     assert literal["candidate_1"] == "learning_rate=0.1,num_leaves=63"
-    # Slot 2 trains `params` unchanged, slot 3 is unused: both ride on the default "".
-    assert "candidate_2" not in inputs and "candidate_3" not in inputs
+    # Slot 2 trains `params` unchanged, slot 3 is unused: both say so with "none".
+    assert literal["candidate_2"] == literal["candidate_3"] == "none"
     assert literal["num_boost_round"] == "500"
     assert literal["num_threads"] == "0"  # on Azure ML every slot has a node of its own
     assert record.request["candidates"] == [

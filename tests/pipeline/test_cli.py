@@ -21,7 +21,7 @@ from pipeline.settings import Settings
         ("num_leaves=many", "--param num_leaves=many: expected an integer"),
         ("class_weight=heavy", "--param class_weight=heavy: accepted: none, balanced"),
         ("valid_fraction=0.5", "--param valid_fraction=0.5: Input should be less than 0.5"),
-        ("endpoint_name=Bad_Name", "--param endpoint_name=Bad_Name: String should match"),
+        ("endpoint_name=Bad_Name", "endpoint_name 'Bad_Name' (8 characters): accepted: 3-32"),
         ("seed", "--param 'seed': expected KEY=VALUE"),
     ],
 )

@@ -78,8 +78,12 @@ def test_pipeline_inputs_match_the_parameter_models_and_the_request_contract():
                 assert spec.type == expected, name
     request = TrainingRequest()
     assert inputs["model_name"].default == request.model_name
-    assert inputs["endpoint_name"].default == request.endpoint_name
-    assert inputs["deploy_target"].default == request.deploy_target
+    # A request leaves these to the settings (Settings.deployment_defaults), and every
+    # submission binds them; the component's own defaults are what a job submitted by
+    # hand gets: no deployment, the base endpoint name.
+    assert request.endpoint_name is None and request.deploy_target is None
+    assert inputs["endpoint_name"].default == "porto-seguro"
+    assert inputs["deploy_target"].default == "none"
     assert tuple(inputs["deploy_target"].enum) == ("none", "local", "aci", "aks")
 
 
@@ -147,7 +151,7 @@ def test_argv_follows_the_step_contract_and_drops_the_absent_optional_config(tmp
     assert evaluate[evaluate.index("--gate-metric") + 1] == "auc"
 
     register = definition.argv("register", inputs, outputs)
-    assert register[register.index("--run-key") + 1] == ""  # empty, still one argument
+    assert register[register.index("--run-key") + 1] == "none"  # unset is never "" (UNSET)
     assert register[register.index("--code-version") + 1] == "dev"
 
     train = definition.argv("train", {**inputs, "learning_rate": 0.1}, outputs)

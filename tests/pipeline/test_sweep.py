@@ -42,7 +42,8 @@ def _errors(body: dict) -> list[tuple[tuple, str]]:
 def test_a_request_without_candidates_trains_its_params_once():
     inputs = TrainingRequest().pipeline_inputs(data_uri="d", lineage={})
     assert inputs["candidate_count"] == 1
-    assert [inputs[f"candidate_{i}"] for i in range(MAX_CANDIDATES)] == ["", "", "", ""]
+    # "none", never "": Azure ML cannot pass an empty string (steps._cli.UNSET).
+    assert [inputs[f"candidate_{i}"] for i in range(MAX_CANDIDATES)] == ["none"] * 4
 
 
 def test_candidates_become_one_overrides_string_per_slot():
@@ -58,7 +59,7 @@ def test_candidates_become_one_overrides_string_per_slot():
     assert inputs["candidate_count"] == 2
     assert inputs["candidate_0"] == "num_leaves=15"
     assert inputs["candidate_1"] == "learning_rate=0.1,num_leaves=63"
-    assert inputs["candidate_2"] == inputs["candidate_3"] == ""
+    assert inputs["candidate_2"] == inputs["candidate_3"] == "none"
     assert inputs["num_boost_round"] == 300  # shared by every candidate
     # The record keeps what the client asked for, and it reads back the same.
     dumped = request.model_dump(mode="json")

@@ -43,7 +43,7 @@ def test_reusing_a_key_with_another_body_is_refused_naming_the_key(service):
 
 def test_without_a_key_the_same_body_the_same_day_is_one_run(service, fake_submitter, clock):
     first = service.submit_http(http({"reason": "x"}))
-    spelled_out = service.submit_http(http({"reason": "x", "deploy_target": "local"}))
+    spelled_out = service.submit_http(http({"reason": "x", "model_name": "porto-seguro-lgbm"}))
     assert spelled_out.run.run_id == first.run.run_id  # defaults count as the same request
     clock.advance(86_400)
     next_day = service.submit_http(http({"reason": "x"}))
