@@ -30,6 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from steps.endpoint_names import check_endpoint_name
+from steps.rollback import OWNER_TAG, retired, rollback_target
+
 SCORING_SCRIPT = "steps/score.py"
 # No `azureml:` prefix: with it the SDK looks up an environment named "azureml:...".
 DEFAULT_ENVIRONMENT = "aml-trigger-steps@latest"
@@ -64,14 +67,15 @@ def workspace_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, s
 
 
 def ml_client_from_env(environ: Mapping[str, str] | None = None) -> Any:
-    """An MLClient on the job's workspace with the job's identity (the compute's
-    managed identity, or AZURE_CLIENT_ID for a user-assigned one)."""
+    """An MLClient on the job's workspace with the identity the job provides (the
+    submitter's on behalf of, or the compute's: steps/job_identity.py)."""
     from azure.ai.ml import MLClient
-    from azure.identity import DefaultAzureCredential
+
+    from steps.job_identity import job_credential
 
     subscription, group, workspace = workspace_from_env(environ)
     return MLClient(
-        DefaultAzureCredential(exclude_interactive_browser_credential=True),
+        job_credential(environ),
         subscription_id=subscription,
         resource_group_name=group,
         workspace_name=workspace,
@@ -124,6 +128,10 @@ def deploy_online(
     from azure.ai.ml.entities import CodeConfiguration
 
     env = os.environ if environ is None else environ
+    try:
+        check_endpoint_name(endpoint_name, field="--endpoint-name")
+    except ValueError as exc:
+        raise OnlineDeployError(str(exc)) from None
     if target not in {"aci", "aks"}:
         raise OnlineDeployError(f"target {target!r}: deploy_online handles aci and aks")
     if not sample_rows:
@@ -163,7 +171,33 @@ def deploy_online(
 
     endpoint.traffic = {key: 0 for key in previous} | {name: 100}
     endpoint = client.online_endpoints.begin_create_or_update(endpoint).result()
-    return _summary(target, endpoint, name, model_version)
+    summary = _summary(target, endpoint, name, model_version)
+    keep = rollback_target(previous, name)
+    summary["rollback_deployment"] = keep
+    summary.update(_retire_older(client, endpoint_name, live=name, rollback=keep))
+    return summary
+
+
+def _retire_older(client: Any, endpoint_name: str, *, live: str, rollback: str | None) -> dict:
+    """Delete our deployments older than the rollback one. The new deployment is live
+    by now, so a failure here is reported in the summary, never fatal."""
+    try:
+        found = {
+            d.name: dict(getattr(d, "tags", None) or {})
+            for d in client.online_deployments.list(endpoint_name=endpoint_name)
+        }
+    except Exception as exc:  # noqa: BLE001 - reported, the promotion stands
+        return {"retired_deployments": [], "retire_errors": [f"listing: {_one_line(exc)}"]}
+    done, errors = [], []
+    for old in retired(found, live=live, rollback=rollback):
+        try:
+            # Started, not awaited: Azure ML finishes the delete on its own, and the
+            # next promotion sees whatever is left.
+            client.online_deployments.begin_delete(name=old, endpoint_name=endpoint_name)
+            done.append(old)
+        except Exception as exc:  # noqa: BLE001 - reported, the promotion stands
+            errors.append(f"{old}: {_one_line(exc)}")
+    return {"retired_deployments": done, "retire_errors": errors}
 
 
 def scoring_headers(*, endpoint_name: str, ml_client: Any = None) -> dict[str, str]:
@@ -213,7 +247,7 @@ def _deployment(
         "code_configuration": code,
         "environment": env.get("AML_DEPLOY_ENVIRONMENT") or DEFAULT_ENVIRONMENT,
         "instance_count": 1,
-        "tags": {"aml_trigger.model": model},
+        "tags": {OWNER_TAG: model},
     }
     if target == "aks":
         from azure.ai.ml.entities import KubernetesOnlineDeployment

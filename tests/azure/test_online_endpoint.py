@@ -190,6 +190,9 @@ def test_a_passing_smoke_test_shifts_all_traffic_to_the_new_deployment(
         "deployment": "model-v7",
         "model_version": "7",
         "skipped_reason": None,
+        "rollback_deployment": "model-v6",
+        "retired_deployments": [],
+        "retire_errors": [],
     }
 
 
@@ -318,3 +321,72 @@ def test_a_deployment_that_fails_to_provision_is_removed_and_traffic_kept(
     assert fake_azure.requests("DELETE", "/deployments/model-v7")
     assert not any("inference.ml" in s.url for s in fake_azure.sent)  # never smoke tested
     assert endpoint.traffic == {"model-v6": 100}
+
+
+def _ours(endpoint: Endpoint, name: str) -> dict:
+    """A deployment this pipeline made earlier, as the service lists it."""
+    return {
+        "tags": {"aml_trigger.model": f"azureml:porto-seguro-lgbm:{name[7:]}"},
+        "properties": {"endpointComputeType": "Managed", "scaleSettings": {"scaleType": "Default"}},
+        "sku": {"name": "Default", "capacity": 1},
+    }
+
+
+def test_a_promotion_keeps_the_previous_deployment_and_deletes_older_ones(
+    ml_client, fake_azure, wire, tmp_path
+):
+    endpoint = Endpoint(wire)
+    for old in ("model-v4", "model-v5", "model-v6"):
+        endpoint.deployments[old] = _ours(endpoint, old)
+    endpoint.deployments["manual-blue"] = {}  # someone else's: no tag, never touched
+    _workspace(fake_azure, wire, endpoint, _good)
+
+    summary = _deploy(ml_client, tmp_path)
+
+    deleted = [s.path.rsplit("/", 1)[-1] for s in fake_azure.requests("DELETE")]
+    assert deleted == ["model-v4", "model-v5"]
+    assert set(endpoint.deployments) == {"model-v6", "model-v7", "manual-blue"}
+    assert endpoint.traffic == {"model-v7": 100}
+    assert summary["rollback_deployment"] == "model-v6"
+    assert summary["retired_deployments"] == ["model-v4", "model-v5"]
+    # Deleting starts after traffic moved: nothing that serves is ever deleted.
+    shift = max(
+        i for i, s in enumerate(fake_azure.sent) if s.method == "PUT" and s.path == endpoint.path
+    )
+    first_delete = next(i for i, s in enumerate(fake_azure.sent) if s.method == "DELETE")
+    assert shift < first_delete
+
+
+def test_a_failed_delete_of_an_old_deployment_is_reported_not_fatal(
+    ml_client, fake_azure, wire, tmp_path
+):
+    endpoint = Endpoint(wire)
+    endpoint.deployments["model-v5"] = _ours(endpoint, "model-v5")
+    _workspace(fake_azure, wire, endpoint, _good)
+    fake_azure.on(
+        "DELETE",
+        endpoint.path + r"/deployments/model-v5\?",
+        wire.error(409, "Conflict", "deployment model-v5 is being updated"),
+    )
+
+    summary = _deploy(ml_client, tmp_path)
+
+    assert endpoint.traffic == {"model-v7": 100}
+    assert summary["retired_deployments"] == []
+    assert summary["retire_errors"] and "model-v5: HTTP 409" in summary["retire_errors"][0]
+
+
+def test_a_bad_endpoint_name_is_refused_before_any_request(ml_client, fake_azure, tmp_path):
+    with pytest.raises(OnlineDeployError, match="3-32 characters") as caught:
+        deploy_online(
+            target="aci",
+            endpoint_name="porto_seguro",
+            model_name="porto-seguro-lgbm",
+            model_version="7",
+            sample_rows=ROWS,
+            out_dir=tmp_path / "out",
+            ml_client=ml_client,
+            environ={},
+        )
+    assert "--endpoint-name 'porto_seguro'" in str(caught.value)
+    assert fake_azure.sent == []
