@@ -23,9 +23,7 @@ TAG_CODE_VERSION = "aml_trigger.code_version"
 
 def job_record(job: Any) -> RunRecord:
     """The run record of one Azure ML job (pipeline or batch job)."""
-    # Step states are not read: Azure ML serves child job states from the run
-    # history service only (another host, two more calls per status check); the
-    # studio link in `extra` shows them.
+    # Steps come from the child jobs, read separately (pipeline/aml_steps.py).
     raw = getattr(job.status, "value", job.status)
     status = run_status(raw)
     tags = dict(getattr(job, "tags", None) or {})

@@ -167,7 +167,8 @@ class AmlSubmitter:
             record = group_record(run_id, records)
         return record.model_copy(update={"request": request.model_dump(mode="json")})
 
-    def get(self, run_id: str) -> RunRecord:
+    def get(self, run_id: str, *, with_steps: bool = True) -> RunRecord:
+        """The run; `with_steps` also reads its steps from the child jobs."""
         client = self.client()
         try:
             job = client.jobs.get(run_id)
@@ -175,7 +176,8 @@ class AmlSubmitter:
             if not _is_not_found(exc):
                 raise self._error(exc, f"reading run {run_id}") from None
         else:
-            return self._followed(client, job)
+            record = self._followed(client, job)
+            return self._with_steps(client, record) if with_steps else record
         # A member's preemption retries carry the group too; they are followed from it.
         members = [j for j in self._group_jobs(client, run_id) if not is_retry(j)]
         if not members:
@@ -197,14 +199,14 @@ class AmlSubmitter:
             )
         except Exception as exc:  # noqa: BLE001 - mapped
             raise self._error(exc, "listing runs") from None
-        records = [self._record(job) for job in jobs if job is not None]
+        records = [self._with_steps(client, self._record(job)) for job in jobs if job is not None]
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
     def cancel(self, run_id: str) -> RunRecord:
         """Ask Azure ML to cancel the run's job(s) and return at once (no waiting for
         the job to stop; its state reads CancelRequested, i.e. running, until then)."""
         client = self.client()
-        record = self.get(run_id)
+        record = self.get(run_id, with_steps=False)
         # The latest attempt of each job (a preemption retry has its own name).
         names = [j.get("job_name") or j["name"] for j in record.extra.get("jobs", [])] or [
             record.extra.get("job_name") or run_id
@@ -214,7 +216,7 @@ class AmlSubmitter:
                 client.jobs.begin_cancel(name, polling=False)
             except Exception as exc:  # noqa: BLE001 - mapped
                 raise self._error(exc, f"canceling job {name}") from None
-        return self.get(run_id)
+        return self.get(run_id, with_steps=False)
 
     def describe(
         self,
@@ -497,6 +499,24 @@ class AmlSubmitter:
 
     def _record(self, job: Any) -> RunRecord:
         return job_record(job)
+
+    def _with_steps(self, client: Any, record: RunRecord) -> RunRecord:
+        """The record with its steps from the job's child jobs (pipeline jobs only; a
+        job not started yet has none). Steps are detail: failing to read them leaves
+        the run's own state as it is and says why in `extra`."""
+        if record.status == "queued" or record.extra.get("batch_endpoint"):
+            return record
+        from pipeline.aml_steps import child_steps
+
+        try:
+            # The latest attempt's nodes (a preemption retry is a job of its own).
+            steps = child_steps(client, record.extra.get("job_name") or record.run_id)
+        except Exception as exc:  # noqa: BLE001 - reported in extra
+            problem = self._error(exc, f"reading the steps of {record.run_id}")
+            return record.model_copy(
+                update={"extra": {**record.extra, "steps_error": problem.message}}
+            )
+        return record.model_copy(update={"steps": steps})
 
     def _error(self, exc: BaseException, action: str) -> Exception:
         return to_submission_error(exc, action=action, workspace=self.workspace)

@@ -257,6 +257,38 @@ def echo_job(status: str = "NotStarted") -> Callable[[Sent], tuple]:
     return answer
 
 
+HISTORY = "https://westeurope.api.azureml.ms"
+
+
+def child_run(node: str, status: str, start: str | None, end: str | None, **extra: Any) -> dict:
+    """A pipeline node's child run as the run history service lists it."""
+    run = {
+        "runId": f"{node}-0b9e",
+        "displayName": node,
+        "status": status,
+        "runType": "azureml.StepRun",
+    }
+    if start:
+        run["startTimeUtc"] = start
+    if end:
+        run["endTimeUtc"] = end
+    return {**run, **extra}
+
+
+def run_history(fake: FakeAzure, children: dict[str, list[dict]]) -> None:
+    """The run history service of the workspace: the workspace's discovery URL, the
+    discovery document, and each pipeline job's child runs (`runs/{name}/children`)."""
+    fake.on(
+        "GET",
+        rf"/workspaces/{WS}\?",
+        (200, {"id": WS_PATH, "name": WS, "location": "westeurope",
+               "properties": {"discoveryUrl": f"{HISTORY}/discovery"}}),
+    )  # fmt: skip
+    fake.on("GET", r"api\.azureml\.ms/discovery$", (200, {"api": HISTORY, "history": HISTORY}))
+    for name, runs in children.items():
+        fake.on("GET", rf"/history/v1\.0/.*/runs/{name}/children", (200, {"value": runs}))
+
+
 @pytest.fixture
 def fake_azure() -> FakeAzure:
     return FakeAzure()
@@ -293,6 +325,8 @@ def wire():
         job=job_resource,
         echo_job=echo_job,
         unbound_inputs=unbound_inputs,
+        child_run=child_run,
+        run_history=run_history,
         WS_PATH=WS_PATH,
         SUB=SUB,
         RG=RG,

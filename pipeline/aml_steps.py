@@ -1,0 +1,50 @@
+"""A pipeline job's steps, read from its child jobs (one per node).
+
+Azure ML serves a pipeline's child jobs from the run history service only: ARM's
+`jobs/{name}` refuses a child job (azure-ai-ml raises PipelineChildJobError), and
+`ml_client.jobs.list(parent_job_name=...)` GETs the parent first, then
+`{history}/history/v1.0/.../runs/{name}/children` (observed on the wire, after one
+workspace GET and one discovery GET per client). That listing keeps only the SDK's
+_BaseJob fields, which drop each run's start and end time, so this module asks the
+same children URL through the same run-history client and keeps the Run as
+returned: name, status, startTimeUtc, endTimeUtc, error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.aml_status import step_record
+from pipeline.runs import StepRecord
+
+
+def child_steps(client: Any, job_name: str) -> list[StepRecord]:
+    """The steps of pipeline job `job_name`, in the order they started."""
+    # The same run-history operations `jobs.list(parent_job_name=)` uses (private to
+    # the SDK: the public call would add a GET of the parent and lose the times).
+    operations = client.jobs._runs_operations._operation
+    runs = operations.get_child(
+        client.subscription_id, client.resource_group_name, client.workspace_name, job_name
+    )
+    steps = [
+        step_record(
+            _node_name(run),
+            run.status,
+            run.start_time_utc,
+            run.end_time_utc,
+            _error(run),
+        )
+        for run in runs
+    ]
+    return sorted(steps, key=lambda s: (s.started_at is None, s.started_at or "", s.name))
+
+
+def _node_name(run: Any) -> str:
+    # A pipeline node's child run is displayed under the node's name (prep, train_1...).
+    return run.display_name or run.name or run.run_id
+
+
+def _error(run: Any) -> str | None:
+    error = getattr(getattr(run, "error", None), "error", None)
+    message = getattr(error, "message", None)
+    return " ".join(str(message).split())[:500] if message else None
