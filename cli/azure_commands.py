@@ -114,6 +114,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
             extra_pipelines=(BATCH_PIPELINE_YAML, VERIFY_PIPELINE_YAML),
             progress=lambda m: print(m, file=sys.stderr),
         )
+        # A schedule stores its own copy of the job: point ours at what was just
+        # published, or they keep running the old pipeline (pipeline/schedules.py).
+        from pipeline.aml_submitter import AmlSubmitter
+        from pipeline.schedules import Schedules
+
+        followed = Schedules(AmlSubmitter(settings)).follow(result.pipeline_component)
+        for name in followed:
+            print(f"schedule {name}: now runs {result.pipeline_component}", file=sys.stderr)
         if args.json:
             print(
                 json.dumps(
@@ -121,6 +129,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                         "version": result.version,
                         "pipeline_component": result.pipeline_component,
                         "assets": [vars(a) for a in result.assets],
+                        "schedules_updated": followed,
                     },
                     indent=2,
                 )

@@ -380,6 +380,10 @@ class AmlSubmitter:
             return [(run_id, computes[0])]
         return [(f"{run_id}-{compute}", compute) for compute in computes]
 
+    def component_arm_id(self, name: str, version: str) -> str:
+        """The ARM id of component `name` version `version` in this workspace."""
+        return self._component_arm_id(name, version)
+
     def _component_arm_id(self, name: str, version: str) -> str:
         s = self.settings
         return (

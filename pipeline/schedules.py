@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline.aml_client import to_submission_error
-from pipeline.aml_submitter import AmlSubmitter
+from pipeline.aml_jobs import TAG_CODE_VERSION
+from pipeline.aml_submitter import AmlSubmitter, parse_component
 from pipeline.request import TrainingRequest
 from pipeline.submitter import SubmissionError
 
@@ -22,6 +23,7 @@ FREQUENCIES = ("minute", "hour", "day", "week", "month")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_SCHEDULE_TAG = "aml_trigger.schedule"  # on every schedule `create` makes
 _CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
 
 
@@ -114,8 +116,10 @@ class Schedules:
             component_id=component_id,
             code_version=version,
         )
-        # Each firing is a new job with a name Azure ML generates.
+        # Each firing is a new job with a name Azure ML generates (displayed as
+        # <schedule>-<UTC time>), so each is a run of its own in `runs`.
         job.name = None
+        job.properties = {**(job.properties or {}), _SCHEDULE_TAG: name}
         job.display_name = f"{name} (scheduled)"
         if isinstance(when, Cron):
             trigger = CronTrigger(expression=check_cron(when.expression), time_zone=when.time_zone)
@@ -137,7 +141,7 @@ class Schedules:
             trigger=trigger,
             create_job=job,
             display_name=name,
-            tags={"aml_trigger.schedule": name},
+            tags={_SCHEDULE_TAG: name},
         )
 
     def create(self, name: str, request: TrainingRequest, when: Cron | Recurrence) -> dict:
@@ -167,7 +171,44 @@ class Schedules:
         )
 
     def delete(self, name: str) -> None:
+        """Disable (if enabled), then delete: Azure ML refuses to delete an enabled
+        schedule ("A schedule must be disabled to be deleted", Microsoft Learn,
+        "Schedule Azure Machine Learning pipeline jobs")."""
+        found = self._call(f"reading schedule {name}", lambda c: c.schedules.get(name))
+        if getattr(found, "is_enabled", True):
+            self.disable(name)
         self._call(f"deleting schedule {name}", lambda c: c.schedules.begin_delete(name).result())
+
+    def follow(self, component: str) -> list[str]:
+        """Point every schedule this tool created at `component` (`name:version`, as
+        `publish` prints it) and return the names changed. A schedule stores a copy
+        of its job, component version included, so without this it would keep
+        running the pipeline as published when the schedule was made (Learn:
+        "Update a new version pipeline to existing schedule"). Enabled state,
+        trigger and inputs stay as they are; the lineage input and tag
+        code_version follow the version."""
+        name, version, arm = parse_component(component)
+        if not (arm or version):
+            raise SubmissionError(
+                "invalid_request", f"{component!r}: give the published `name:version`"
+            )
+        target = arm or self.submitter.component_arm_id(name, version or "")
+        updated = []
+        for schedule in self._call("listing schedules", lambda c: list(c.schedules.list())):
+            if schedule is None or _SCHEDULE_TAG not in (schedule.tags or {}):
+                continue
+            job = schedule.create_job
+            if str(getattr(job, "component", "")).lower() == target.lower():
+                continue
+            job.component = target
+            job.inputs.code_version = version  # attribute set: the SDK wraps it as an input
+            job.tags = {**(job.tags or {}), TAG_CODE_VERSION: version}
+            self._call(
+                f"updating schedule {schedule.name}",
+                lambda c, s=schedule: c.schedules.begin_create_or_update(s).result(),
+            )
+            updated.append(schedule.name)
+        return updated
 
     def trigger(self, name: str) -> str | None:
         """Start the schedule's job once, now; returns the new job's name."""

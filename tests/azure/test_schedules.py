@@ -27,12 +27,34 @@ class ScheduleStore:
             return (200, self.stored[name])
         return (404, {"error": {"code": "NotFound", "message": "no schedule"}})
 
+    def list(self, sent):
+        return (200, {"value": list(self.stored.values())})
+
+    def delete(self, sent):
+        # "A schedule must be disabled to be deleted" (Learn, "Schedule Azure Machine
+        # Learning pipeline jobs"): the service refuses an enabled one.
+        name = sent.path.rsplit("/", 1)[-1]
+        if name not in self.stored:
+            return (204, None)
+        if self.stored[name]["properties"].get("isEnabled", True):
+            message = f"Schedule {name} is enabled; a schedule must be disabled to be deleted"
+            return (400, {"error": {"code": "UserError", "message": message}})
+        del self.stored[name]
+        return (200, None)
+
 
 @pytest.fixture
-def schedules(submitter, fake_azure):
+def store(fake_azure):
     store = ScheduleStore()
     fake_azure.on("PUT", r"/schedules/[^/?]+\?", store.put)
     fake_azure.on("GET", r"/schedules/[^/?]+\?", store.get)
+    fake_azure.on("GET", r"/schedules\?", store.list)
+    fake_azure.on("DELETE", r"/schedules/[^/?]+\?", store.delete)
+    return store
+
+
+@pytest.fixture
+def schedules(submitter, store):
     return Schedules(submitter)
 
 
@@ -138,3 +160,88 @@ def test_bad_cron_is_refused_naming_the_field(expression, message):
 
 def test_good_cron_passes():
     assert check_cron("*/15 2-4 1,15 * MON-FRI") == "*/15 2-4 1,15 * MON-FRI"
+
+
+def test_the_service_refuses_to_delete_an_enabled_schedule(schedules, submitter, store):
+    from azure.core.exceptions import HttpResponseError
+
+    schedules.create("nightly", TrainingRequest(), Cron("0 2 * * *"))
+    with pytest.raises(HttpResponseError, match="must be disabled to be deleted"):
+        submitter.client().schedules.begin_delete("nightly").result()
+    assert "nightly" in store.stored
+
+
+def test_delete_disables_first_then_deletes(schedules, fake_azure, store):
+    schedules.create("nightly", TrainingRequest(), Cron("0 2 * * *"))
+    before = len(fake_azure.sent)
+
+    schedules.delete("nightly")
+
+    calls = [(s.method, s.path.rsplit("/", 1)[-1]) for s in fake_azure.sent[before:]]
+    assert calls == [
+        ("GET", "nightly"),  # is it enabled?
+        ("GET", "nightly"),  # begin_disable reads it...
+        ("PUT", "nightly"),  # ...and puts it back with isEnabled false
+        ("DELETE", "nightly"),
+    ]
+    assert fake_azure.requests("PUT")[-1].json()["properties"]["isEnabled"] is False
+    assert store.stored == {}
+
+
+def test_delete_of_a_disabled_schedule_deletes_at_once(schedules, fake_azure, store):
+    schedules.create("nightly", TrainingRequest(), Cron("0 2 * * *"))
+    schedules.disable("nightly")
+    before = len(fake_azure.sent)
+
+    schedules.delete("nightly")
+
+    assert [s.method for s in fake_azure.sent[before:]] == ["GET", "DELETE"]
+    assert store.stored == {}
+
+
+def test_schedules_follow_what_publish_registers_later(schedules, fake_azure, store, wire):
+    schedules.create("nightly", TrainingRequest(params={"num_leaves": 40}), Cron("0 2 * * *"))
+    schedules.create("weekly", TrainingRequest(), Cron("0 3 * * 1"))
+    schedules.disable("weekly")
+    store.stored["someone-elses"] = {
+        **store.stored["weekly"], "name": "someone-elses", "properties": {
+            **store.stored["weekly"]["properties"], "tags": {}}}  # fmt: skip
+    puts_before = len(fake_azure.requests("PUT"))
+
+    updated = schedules.follow("aml_trigger_training:4")
+
+    assert sorted(updated) == ["nightly", "weekly"]
+    puts = fake_azure.requests("PUT")[puts_before:]
+    assert sorted(p.path.rsplit("/", 1)[-1] for p in puts) == ["nightly", "weekly"]
+    for put in puts:
+        props = put.json()["properties"]
+        job = props["action"]["jobDefinition"]
+        assert job["componentId"] == wire.WS_PATH + "/components/aml_trigger_training/versions/4"
+        assert job["inputs"]["code_version"]["value"] == "4"
+        assert job["tags"]["aml_trigger.code_version"] == "4"
+    nightly = store.stored["nightly"]["properties"]
+    assert nightly["action"]["jobDefinition"]["inputs"]["num_leaves"]["value"] == "40"
+    assert store.stored["weekly"]["properties"]["isEnabled"] is False  # stays disabled
+    # Following again changes nothing.
+    assert schedules.follow("aml_trigger_training:4") == []
+
+
+def test_each_firing_of_a_schedule_is_its_own_run(submitter, fake_azure, wire):
+    firings = [
+        wire.job(
+            name,
+            status,
+            tags={"aml_trigger.trigger": "schedule"},
+            properties={"aml_trigger.run_id": "nightly", "aml_trigger.schedule": "nightly"},
+        )
+        for name, status in (("sharp_job_41", "Completed"), ("sharp_job_42", "Queued"))
+    ]
+    fake_azure.on("GET", r"/jobs\?", (200, {"value": firings}))
+    wire.run_history(fake_azure, {"sharp_job_41": []})
+
+    runs = submitter.list_runs(limit=10)
+
+    assert sorted((r.run_id, r.trigger, r.status) for r in runs) == [
+        ("sharp_job_41", "schedule", "completed"),
+        ("sharp_job_42", "schedule", "queued"),
+    ]
