@@ -160,6 +160,7 @@ class AmlSubmitter:
                 code_version=version,
                 dataset_config=dataset_config,
             )
+            job = self._working_nodes_only(client, job, request, component_id)
             records.append(self._create(client, job, request.experiment))
         if len(records) == 1:
             record = records[0]
@@ -412,6 +413,25 @@ class AmlSubmitter:
             )
         return parsed.group(1), parsed.group("version")
 
+    def _working_nodes_only(
+        self, client: Any, job: Any, request: TrainingRequest, component_id: str
+    ) -> Any:
+        """The job rebuilt from the published step components without the nodes this
+        request does not use (pipeline/aml_job_graph.py)."""
+        from pipeline.aml_job_graph import per_request_job
+
+        try:
+            return per_request_job(
+                client,
+                job,
+                component_id=component_id,
+                candidate_count=len(request.candidates) or 1,
+                deploy_target=request.deploy_target or self.settings.deployment_defaults()[0],
+                published=self.__dict__.setdefault("_published_pipelines", {}),
+            )
+        except Exception as exc:  # noqa: BLE001 - mapped
+            raise self._error(exc, f"reading pipeline component {component_id}") from None
+
     # -- talking to Azure ML ---------------------------------------------------------
     def _create(self, client: Any, job: Any, experiment: str) -> RunRecord:
         try:
@@ -517,9 +537,8 @@ class AmlSubmitter:
             steps = child_steps(client, record.extra.get("job_name") or record.run_id)
         except Exception as exc:  # noqa: BLE001 - reported in extra
             problem = self._error(exc, f"reading the steps of {record.run_id}")
-            return record.model_copy(
-                update={"extra": {**record.extra, "steps_error": problem.message}}
-            )
+            message = getattr(problem, "message", None) or f"{type(exc).__name__}: {exc}"
+            return record.model_copy(update={"extra": {**record.extra, "steps_error": message}})
         return record.model_copy(update={"steps": steps})
 
     def _error(self, exc: BaseException, action: str) -> Exception:

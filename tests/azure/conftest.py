@@ -225,6 +225,44 @@ def unbound_inputs(job_inputs: dict, component_inputs: dict) -> list[str]:
     return missing
 
 
+_BINDING = re.compile(
+    r"^\$\{\{parent\.(inputs\.(?P<input>\w+)|jobs\.(?P<node>\w+)\.outputs\.\w+)\}\}$"
+)
+
+
+def _step_components() -> dict[str, dict]:
+    folder = TRAINING_PIPELINE.parent / "components"
+    specs = [yaml.safe_load(f.read_text(encoding="utf-8")) for f in folder.glob("*.yaml")]
+    return {spec["name"]: spec.get("inputs") or {} for spec in specs}
+
+
+def unbound_node_inputs(body: dict) -> list[str]:
+    """What a pipeline job built from step components leaves without a value, as the
+    service resolves it: each node's component inputs (bound by the node or by a
+    non-empty default), each `${{parent.inputs.x}}` to a job input with a value, each
+    `${{parent.jobs.n.outputs.o}}` to a node of the job."""
+    components = _step_components()
+    job_inputs = body.get("inputs") or {}
+    problems = []
+    for node, spec in (body.get("jobs") or {}).items():
+        component = (spec.get("componentId") or "").split("/components/")[-1].split("/")[0]
+        bound = {}
+        for name, given in (spec.get("inputs") or {}).items():
+            value = given.get("value", given.get("uri"))
+            match = _BINDING.match(str(value))
+            if match and match["input"]:
+                parent = job_inputs.get(match["input"]) or {}
+                value = parent.get("value", parent.get("uri"))
+                if value in (None, ""):
+                    problems.append(f"{node}.{name} (parent input {match['input']} has no value)")
+            elif match and match["node"] not in body["jobs"]:
+                problems.append(f"{node}.{name} (node {match['node']} is not in the job)")
+            bound[name] = {"value": value}
+        for name in unbound_inputs(bound, components.get(component, {})):
+            problems.append(f"{node}.{name}")
+    return problems
+
+
 def echo_job(status: str = "NotStarted") -> Callable[[Sent], tuple]:
     """A PUT handler returning the submitted job back, as the service does; a job of
     the training pipeline component that leaves one of its inputs without a value is
@@ -233,16 +271,19 @@ def echo_job(status: str = "NotStarted") -> Callable[[Sent], tuple]:
     def answer(sent: Sent) -> tuple:
         name = sent.path.rsplit("/", 1)[-1]
         body = sent.json()["properties"]
+        missing: list[str] = []
         if "/components/aml_trigger_training/" in (body.get("componentId") or ""):
             spec = yaml.safe_load(TRAINING_PIPELINE.read_text(encoding="utf-8"))["inputs"]
             missing = unbound_inputs(body.get("inputs") or {}, spec)
-            if missing:
-                return error(
-                    400,
-                    "UserError",
-                    f"Assignment for parameter {missing[0]} is not specified "
-                    f"(unbound: {', '.join(missing)})",
-                )
+        elif body.get("jobs"):
+            missing = unbound_node_inputs(body)
+        if missing:
+            return error(
+                400,
+                "UserError",
+                f"Assignment for parameter {missing[0]} is not specified "
+                f"(unbound: {', '.join(missing)})",
+            )
         return (
             201,
             job_resource(
@@ -300,8 +341,10 @@ def fake_credential() -> FakeCredential:
 
 
 @pytest.fixture
-def aml_env(home, monkeypatch) -> dict[str, str]:
-    """App settings of a configured Azure ML backend (the workspace is fake)."""
+def aml_env(home, monkeypatch, fake_azure) -> dict[str, str]:
+    """App settings of a configured Azure ML backend (the workspace is fake, its
+    pipeline component aml_trigger_training:3 published)."""
+    route_published_pipeline(fake_azure)
     values = {
         "PIPELINE_BACKEND": "aml",
         "AML_SUBSCRIPTION_ID": SUB,
@@ -325,6 +368,8 @@ def wire():
         job=job_resource,
         echo_job=echo_job,
         unbound_inputs=unbound_inputs,
+        unbound_node_inputs=unbound_node_inputs,
+        route_published_pipeline=route_published_pipeline,
         child_run=child_run,
         run_history=run_history,
         WS_PATH=WS_PATH,
@@ -334,9 +379,50 @@ def wire():
     )
 
 
+_PUBLISHED: dict[str, Any] = {}
+
+
+def published_training_pipeline() -> dict:
+    """The training pipeline component as `publish` registers it (its REST body, the
+    nodes naming the step components it registered with them), published once per
+    test session into a workspace of its own."""
+    if not _PUBLISHED:
+        from pipeline.publish import publish
+        from pipeline.settings import Settings
+
+        fake, registry = FakeAzure(), Registry()
+        _route_workspace_assets(fake, registry)
+        settings = Settings(
+            pipeline_backend="aml",
+            aml_subscription_id=SUB,
+            aml_resource_group=RG,
+            aml_workspace=WS,
+        )
+        result = publish(
+            settings, credential=FakeCredential(), transport=fake, retry_total=0,
+            progress=lambda _: None,
+        )  # fmt: skip
+        name, version = result.pipeline_component.split(":")
+        _PUBLISHED.update(registry.assets[f"{WS_PATH}/components/{name}/versions/{version}"])
+    return _PUBLISHED
+
+
+def route_published_pipeline(fake: FakeAzure, version: str = "3") -> None:
+    """GET of aml_trigger_training:<version> answers the published pipeline component."""
+    path = f"{WS_PATH}/components/aml_trigger_training/versions/{version}"
+    body = {**published_training_pipeline(), "id": path, "name": version}
+    fake.on("GET", rf"/components/aml_trigger_training/versions/{version}\?", (200, body))
+    fake.on(
+        "GET",
+        rf"/workspaces/{WS}\?",
+        (200, {"id": WS_PATH, "name": WS, "location": "westeurope", "properties": {}}),
+    )
+
+
 @pytest.fixture
 def submitter(aml_env, fake_azure, fake_credential):
-    """An AmlSubmitter on the fake workspace: no retries, no backoff, no polling."""
+    """An AmlSubmitter on the fake workspace, whose pipeline component
+    aml_trigger_training:3 is published: no retries, no backoff, no polling."""
     from pipeline.aml_submitter import AmlSubmitter
     from pipeline.settings import Settings
 
@@ -371,23 +457,26 @@ class Registry:
 def workspace(fake_azure, wire):
     """A workspace where nothing of ours is published yet, but whose blob store
     already holds this code snapshot (so no upload leaves the machine)."""
-    registry = Registry()
-    code_id = f"{wire.WS_PATH}/codes/4f1e-snapshot/versions/1"
-    fake_azure.on("GET", r"/(environments|components)/[^/]+/versions/[^/?]+\?", registry.get)
-    fake_azure.on("PUT", r"/(environments|components)/[^/]+/versions/", registry.put)
-    fake_azure.on(
+    return _route_workspace_assets(fake_azure, Registry())
+
+
+def _route_workspace_assets(fake: FakeAzure, registry: Registry) -> str:
+    code_id = f"{WS_PATH}/codes/4f1e-snapshot/versions/1"
+    fake.on("GET", r"/(environments|components)/[^/]+/versions/[^/?]+\?", registry.get)
+    fake.on("PUT", r"/(environments|components)/[^/]+/versions/", registry.put)
+    fake.on(
         "GET",
         r"/codes/[^/]+/versions\?",
         (200, {"value": [{"id": code_id, "name": "1", "properties": {"codeUri": "x"}}]}),
     )
-    fake_azure.on(
+    fake.on(
         "GET",
         r"/codes/4f1e-snapshot/versions/1\?",
         (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
     )
-    fake_azure.on(
+    fake.on(
         "GET",
-        rf"/workspaces/{wire.WS}\?",
-        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
+        rf"/workspaces/{WS}\?",
+        (200, {"id": WS_PATH, "name": WS, "location": "westeurope", "properties": {}}),
     )
     return code_id

@@ -137,7 +137,7 @@ def test_401_names_the_identity_problem_and_the_role(submitter, fake_azure, wire
     assert "HTTP 401" in err.message and "AzureML Data Scientist" in err.message
     assert "managed identity" in err.message and wire.WS in err.message
     assert "eyJ" not in err.message  # no token
-    assert len(fake_azure.sent) == 1
+    assert len(fake_azure.requests("PUT")) == 1
 
 
 def test_403_asks_for_the_role_on_the_workspace(submitter, fake_azure, wire):

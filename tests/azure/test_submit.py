@@ -25,12 +25,20 @@ def test_submit_puts_one_pipeline_job_from_the_registered_component(submitter, f
 
     record = submitter.submit(request, run_id=run_id, trigger="blob", idempotency_key=key)
 
-    assert [s.method for s in fake_azure.sent] == ["PUT"]
-    put = fake_azure.sent[0]
+    # The published pipeline component is read (with the workspace, as the SDK does),
+    # then one PUT of a job built from its step components.
+    assert [(s.method, s.path.rsplit("/", 1)[-1]) for s in fake_azure.sent] == [
+        ("GET", "3"), ("GET", wire.WS), ("PUT", run_id),
+    ]  # fmt: skip
+    assert fake_azure.sent[0].path == wire.WS_PATH + COMPONENT_ID_TAIL
+    put = fake_azure.sent[-1]
     assert put.path == f"{wire.WS_PATH}/jobs/{run_id}"
     body = put.json()["properties"]
     assert body["jobType"] == "Pipeline"
-    assert body["componentId"] == wire.WS_PATH + COMPONENT_ID_TAIL
+    assert "componentId" not in body  # the nodes name the published step components
+    assert body["jobs"]["train"]["componentId"].startswith(
+        wire.WS_PATH + "/components/aml_trigger_train/versions/"
+    )
     assert body["experimentName"] == "aml-trigger"
     assert body["settings"]["default_compute"] == wire.WS_PATH + "/computes/cpu-cluster"
     inputs = body["inputs"]
@@ -85,7 +93,7 @@ def test_submit_carries_the_candidates_as_pipeline_inputs(submitter, fake_azure,
 
     record = submitter.submit(request, run_id=run_id, trigger="http")
 
-    inputs = fake_azure.sent[0].json()["properties"]["inputs"]
+    inputs = fake_azure.requests("PUT")[0].json()["properties"]["inputs"]
     literal = {k: v["value"] for k, v in inputs.items() if v["jobInputType"] == "literal"}
     assert literal["candidate_count"] == "3"
     assert literal["candidate_0"] == "num_leaves=15"
@@ -116,7 +124,7 @@ def test_repeat_submit_after_409_returns_the_existing_job(submitter, fake_azure,
         TrainingRequest(), run_id=run_id, trigger="http", idempotency_key="http:abc"
     )
 
-    assert [s.method for s in fake_azure.sent] == ["PUT", "GET"]
+    assert [s.method for s in fake_azure.requests(contains="/jobs/")] == ["PUT", "GET"]
     assert record.run_id == run_id
     assert record.status == "running"
     assert record.extra["already_submitted"] is True
@@ -144,7 +152,7 @@ def test_other_400s_are_errors_not_duplicates(submitter, fake_azure, wire):
         submitter.submit(TrainingRequest(), run_id="run-bad", trigger="http")
     assert caught.value.code == "aml_error"
     assert "HTTP 400" in caught.value.message and "learning_rate" in caught.value.message
-    assert fake_azure.requests("GET") == []
+    assert fake_azure.requests("GET", "/jobs/") == []  # not read back as a duplicate
 
 
 def test_several_computes_fan_out_into_one_job_each_in_one_group(submitter, fake_azure, wire):
@@ -193,11 +201,13 @@ def test_a_bare_component_name_submits_its_latest_version(submitter, fake_azure,
         ),
     )
     fake_azure.on("PUT", r"/jobs/[^/?]+\?", wire.echo_job())
+    wire.route_published_pipeline(fake_azure, "0a1b2c-5d6e")
 
     submitter.submit(TrainingRequest(), run_id="run-latest", trigger="cli")
 
+    assert fake_azure.requests("GET", "/components/aml_trigger_training/versions/0a1b2c-5d6e")
     body = fake_azure.requests("PUT")[0].json()["properties"]
-    assert body["componentId"] == latest
+    assert set(body["jobs"]) >= {"prep", "train", "register"}
     assert body["inputs"]["code_version"]["value"] == "0a1b2c-5d6e"
 
 

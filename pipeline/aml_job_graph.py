@@ -1,0 +1,128 @@
+"""On Azure ML a run starts only the nodes that do work for its request.
+
+A job that references the published pipeline component starts every node of it:
+all four train slots (three of them only to write {"skipped": true}) and deploy and
+smoke test when nothing is deployed. Each node is a container start on the cluster.
+So the job is built per request from the published *step* components: the same
+nodes, bindings and component versions as the published pipeline component (read
+from the workspace, so the job runs what `publish` registered, never the local
+YAML), minus the nodes the request cannot use:
+
+- train slots at or past the request's candidate count (select_best's inputs for
+  them are optional in its component and left out);
+- deploy and smoke_test when deploy_target is `none`.
+
+What is not pruned, and why: the drift decision (retrain_policy on_drift or
+min_new_rows) is taken at run time by check_drift, so it cannot shape the job at
+submission. Azure ML's runtime branching (`dsl.condition` / if_else) needs a
+boolean *control* output of check_drift, which the service reads from what
+mldesigner's runtime records for the node (the SDK's own expression components run
+`mldesigner execute`, azure/ai/ml/entities/_job/pipeline/_pipeline_expression.py);
+that mechanism is not documented for plain command components and cannot be held
+against the service offline here. On a skip decision the later nodes therefore
+start and exit at once, each saying why (steps/drift.py), as they do locally.
+
+Pure planning (`plan_nodes`) is separate from the SDK calls (`per_request_job`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_TRAIN_SLOT = re.compile(r"^train(?:_(?P<slot>[1-9]\d*))?$")
+_DEPLOY_NODES = ("deploy", "smoke_test")
+# select_best's model_<slot> inputs read train slot <slot>'s output; they are optional.
+_SELECTION_NODE = "select_best"
+
+
+def train_slot(node: str) -> int | None:
+    """The candidate slot a train node trains (train = 0, train_2 = 2), else None."""
+    match = _TRAIN_SLOT.match(node)
+    if match is None:
+        return None
+    return int(match.group("slot") or 0)
+
+
+def plan_nodes(
+    nodes: list[str], *, candidate_count: int, deploy_target: str
+) -> tuple[list[str], dict[str, set[str]]]:
+    """(nodes to run in their order, node -> inputs to leave unbound)."""
+    dropped_slots = {
+        slot for n in nodes if (slot := train_slot(n)) is not None and slot >= candidate_count
+    }
+    keep = [
+        n
+        for n in nodes
+        if not ((slot := train_slot(n)) is not None and slot in dropped_slots)
+        and not (deploy_target == "none" and n in _DEPLOY_NODES)
+    ]
+    unbind = {_SELECTION_NODE: {f"model_{slot}" for slot in dropped_slots}}
+    return keep, {k: v for k, v in unbind.items() if v and k in keep}
+
+
+def per_request_job(
+    client: Any,
+    job: Any,
+    *,
+    component_id: str,
+    candidate_count: int,
+    deploy_target: str,
+    published: dict[str, Any] | None = None,
+) -> Any:
+    """`job` (a PipelineJob of the pipeline component `component_id`) rebuilt as a job
+    of that component's step nodes, keeping only those `plan_nodes` keeps. Inputs,
+    settings, tags, properties, name and experiment are unchanged. `published`
+    caches pipeline components read (a version never changes once registered)."""
+    from azure.ai.ml.entities import Command, PipelineJob
+
+    pipeline = _pipeline_component(client, component_id, {} if published is None else published)
+    keep, unbind = plan_nodes(
+        list(pipeline.jobs), candidate_count=candidate_count, deploy_target=deploy_target
+    )
+    given = set(job.inputs)
+    jobs = {}
+    for name in keep:
+        node = pipeline.jobs[name]
+        # An optional pipeline input the job does not give (dataset_config) leaves the
+        # node input bound to it unbound: a job has no pipeline-level input to fall
+        # back on, and a binding to a missing parent input is not a value.
+        leave_out = unbind.get(name, set()) | {
+            k for k, v in node.inputs.items() if _parent_input(_value(v)) not in (None, *given)
+        }
+        if leave_out:
+            bound = {k: _value(v) for k, v in node.inputs.items() if k not in leave_out}
+            node = Command(component=node.component, inputs=bound)
+        jobs[name] = node
+    return PipelineJob(
+        name=job.name,
+        display_name=job.display_name,
+        experiment_name=job.experiment_name,
+        jobs=jobs,
+        inputs={k: _value(v) for k, v in job.inputs.items()},
+        settings=job.settings,
+        tags=dict(job.tags or {}),
+        properties=dict(job.properties or {}),
+    )
+
+
+def _pipeline_component(client: Any, component_id: str, published: dict[str, Any]) -> Any:
+    match = re.search(r"/components/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$", component_id)
+    if match is None:
+        raise ValueError(f"{component_id!r} is not a component version's ARM id")
+    key = component_id.lower()
+    if key not in published:
+        published[key] = client.components.get(match["name"], match["version"])
+    return published[key]
+
+
+def _parent_input(value: Any) -> str | None:
+    match = (
+        re.fullmatch(r"\$\{\{parent\.inputs\.(\w+)\}\}", value) if isinstance(value, str) else None
+    )
+    return match.group(1) if match else None
+
+
+def _value(item: Any) -> Any:
+    # PipelineInput / NodeInput wrap the value (literal, binding string or Input).
+    return getattr(item, "_data", item)
