@@ -61,6 +61,17 @@ def plan_nodes(
     return keep, {k: v for k, v in unbind.items() if v and k in keep}
 
 
+def planned_nodes(*, candidate_count: int, deploy_target: str) -> list[str]:
+    """plan_nodes over this checkout's pipeline YAML (a dry run sends nothing, so it
+    cannot read the published component; publishing this checkout gives the same)."""
+    import yaml
+
+    from pipeline.publish import PIPELINE_YAML
+
+    nodes = list(yaml.safe_load(PIPELINE_YAML.read_text(encoding="utf-8"))["jobs"])
+    return plan_nodes(nodes, candidate_count=candidate_count, deploy_target=deploy_target)[0]
+
+
 def per_request_job(
     client: Any,
     job: Any,

@@ -266,11 +266,19 @@ class AmlSubmitter:
             )
             text = yaml.safe_dump(job._to_dict(), sort_keys=False)
             jobs.append({"name": job_name, "compute": compute, "job_yaml": text})
+        from pipeline.aml_job_graph import planned_nodes
+
         return {
             "backend": "aml",
             "mode": "pipeline_job",
             "run_id": run_id,
             "experiment": request.experiment,
+            # Submitting builds the job from the published step components and starts
+            # only these nodes; the YAML below names the pipeline component they form.
+            "nodes": planned_nodes(
+                candidate_count=len(request.candidates) or 1,
+                deploy_target=request.deploy_target or self.settings.deployment_defaults()[0],
+            ),
             "job_yaml": jobs[0]["job_yaml"],
             # A fan-out is several jobs: each one's YAML, the first one's above too.
             **({"jobs": jobs} if len(jobs) > 1 else {}),

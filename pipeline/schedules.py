@@ -24,6 +24,8 @@ _CRON_FIELD = re.compile(r"^[0-9A-Za-z*,/-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _SCHEDULE_TAG = "aml_trigger.schedule"  # on every schedule `create` makes
+# On the schedule's job: the pipeline component version its nodes come from.
+_FOLLOWS = "aml_trigger.pipeline_component"
 _CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
 
 
@@ -116,10 +118,11 @@ class Schedules:
             component_id=component_id,
             code_version=version,
         )
+        job.properties = {**(job.properties or {}), _SCHEDULE_TAG: name, _FOLLOWS: component_id}
+        job = self._working_nodes(client, job, component_id)
         # Each firing is a new job with a name Azure ML generates (displayed as
         # <schedule>-<UTC time>), so each is a run of its own in `runs`.
         job.name = None
-        job.properties = {**(job.properties or {}), _SCHEDULE_TAG: name}
         job.display_name = f"{name} (scheduled)"
         if isinstance(when, Cron):
             trigger = CronTrigger(expression=check_cron(when.expression), time_zone=when.time_zone)
@@ -187,22 +190,35 @@ class Schedules:
         "Update a new version pipeline to existing schedule"). Enabled state,
         trigger and inputs stay as they are; the lineage input and tag
         code_version follow the version."""
+        from azure.ai.ml.entities import PipelineJob
+
         name, version, arm = parse_component(component)
         if not (arm or version):
             raise SubmissionError(
                 "invalid_request", f"{component!r}: give the published `name:version`"
             )
         target = arm or self.submitter.component_arm_id(name, version or "")
+        client = self.submitter.client()
         updated = []
         for schedule in self._call("listing schedules", lambda c: list(c.schedules.list())):
             if schedule is None or _SCHEDULE_TAG not in (schedule.tags or {}):
                 continue
-            job = schedule.create_job
-            if str(getattr(job, "component", "")).lower() == target.lower():
+            old = schedule.create_job
+            if str((old.properties or {}).get(_FOLLOWS, "")).lower() == target.lower():
                 continue
-            job.component = target
+            # The same job (inputs, settings, tags) of the new pipeline version, its
+            # nodes planned again from that version's published step components.
+            job = PipelineJob(
+                display_name=old.display_name,
+                experiment_name=old.experiment_name,
+                component=target,
+                inputs={k: getattr(v, "_data", v) for k, v in old.inputs.items()},
+                settings=old.settings,
+                tags={**(old.tags or {}), TAG_CODE_VERSION: version},
+                properties={**(old.properties or {}), _FOLLOWS: target},
+            )
             job.inputs.code_version = version  # attribute set: the SDK wraps it as an input
-            job.tags = {**(job.tags or {}), TAG_CODE_VERSION: version}
+            schedule.create_job = self._working_nodes(client, job, target)
             self._call(
                 f"updating schedule {schedule.name}",
                 lambda c, s=schedule: c.schedules.begin_create_or_update(s).result(),
@@ -214,6 +230,24 @@ class Schedules:
         """Start the schedule's job once, now; returns the new job's name."""
         result = self._call(f"triggering schedule {name}", lambda c: c.schedules.trigger(name))
         return getattr(result, "job_name", None)
+
+    def _working_nodes(self, client: Any, job: Any, component_id: str) -> Any:
+        """The job without the nodes its inputs leave unused (pipeline/aml_job_graph.py),
+        as a trigger's run is built."""
+        from pipeline.aml_job_graph import per_request_job
+
+        inputs = {k: getattr(v, "_data", v) for k, v in job.inputs.items()}
+        return self._call(
+            f"reading pipeline component {component_id}",
+            lambda c: per_request_job(
+                c,
+                job,
+                component_id=component_id,
+                candidate_count=int(inputs.get("candidate_count") or 1),
+                deploy_target=str(inputs.get("deploy_target") or "none"),
+                published=self.submitter.__dict__.setdefault("_published_pipelines", {}),
+            ),
+        )
 
     def _call(self, action: str, call: Any) -> Any:
         client = self.submitter.client()

@@ -78,7 +78,13 @@ def test_create_with_cron_puts_a_job_schedule_of_the_pipeline_job(schedules, fak
     assert action["actionType"] == "CreateJob"
     job = action["jobDefinition"]
     assert job["jobType"] == "Pipeline"
-    assert job["componentId"].endswith("/components/aml_trigger_training/versions/3")
+    # Built like a trigger's run: the published step components, only the nodes used.
+    assert job["properties"]["aml_trigger.pipeline_component"].endswith(
+        "/components/aml_trigger_training/versions/3"
+    )
+    assert [n for n in job["jobs"] if n.startswith("train")] == ["train"]
+    assert "deploy" not in job["jobs"]
+    assert wire.unbound_node_inputs(job) == []
     assert job["inputs"]["num_leaves"] == {"jobInputType": "literal", "value": "40"}
     assert job["inputs"]["trigger"]["value"] == "schedule"
     assert job["inputs"]["training_data"]["uri"] == "azureml://datastores/incoming/paths/daily/"
@@ -208,6 +214,8 @@ def test_schedules_follow_what_publish_registers_later(schedules, fake_azure, st
             **store.stored["weekly"]["properties"], "tags": {}}}  # fmt: skip
     puts_before = len(fake_azure.requests("PUT"))
 
+    wire.route_published_pipeline(fake_azure, "4")  # what `publish` just registered
+
     updated = schedules.follow("aml_trigger_training:4")
 
     assert sorted(updated) == ["nightly", "weekly"]
@@ -216,7 +224,10 @@ def test_schedules_follow_what_publish_registers_later(schedules, fake_azure, st
     for put in puts:
         props = put.json()["properties"]
         job = props["action"]["jobDefinition"]
-        assert job["componentId"] == wire.WS_PATH + "/components/aml_trigger_training/versions/4"
+        assert job["properties"]["aml_trigger.pipeline_component"] == (
+            wire.WS_PATH + "/components/aml_trigger_training/versions/4"
+        )
+        assert wire.unbound_node_inputs(job) == []
         assert job["inputs"]["code_version"]["value"] == "4"
         assert job["tags"]["aml_trigger.code_version"] == "4"
     nightly = store.stored["nightly"]["properties"]

@@ -250,6 +250,9 @@ def test_dry_run_yaml_loads_with_load_job(submitter, fake_azure, tmp_path):
     )
 
     assert fake_azure.sent == []
+    assert described["nodes"] == [
+        "prep", "check_drift", "train", "score_champion", "select_best", "evaluate", "register",
+    ]  # fmt: skip
     path = tmp_path / "job.yaml"
     path.write_text(described["job_yaml"])
     job = load_job(path)
