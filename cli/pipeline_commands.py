@@ -103,7 +103,7 @@ def accepted_param_keys() -> list[str]:
 
 
 def build_request(
-    params: list[str], *, deploy: str, experiment: str, candidates: Sequence[str] = ()
+    params: list[str], *, deploy: str | None, experiment: str, candidates: Sequence[str] = ()
 ) -> Any:  # -> pipeline.request.TrainingRequest
     """A TrainingRequest from `--param KEY=VALUE` and `--candidate K=V,...` strings;
     ParamError names the flag, the value and what is accepted."""

@@ -56,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     submit.add_argument(
         "--deploy",
         choices=["local", "none", "aci", "aks"],
-        default="local",
-        help="Deployment target (default: local).",
+        default=None,
+        help="Deployment target (default: the DEPLOY_TARGET setting; unset: local on the "
+        "local backend, none on aml, where local is refused).",
     )
     submit.add_argument("--experiment", default="aml-trigger", help="MLflow experiment name.")
     submit.add_argument("--reason", default="", help="Why this run is asked for.")

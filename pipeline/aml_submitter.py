@@ -141,7 +141,7 @@ class AmlSubmitter:
             return submit_verification(
                 self, request, run_id=run_id, trigger=trigger, idempotency_key=idempotency_key
             )
-        _refuse_what_aml_cannot_run(request)
+        refuse_what_aml_cannot_run(request)
         client = self.client(for_submission=True)
         if self.batch_mode:
             return self._invoke_batch(client, request, run_id, trigger, idempotency_key)
@@ -235,7 +235,7 @@ class AmlSubmitter:
         _check_run_id(run_id)
         if isinstance(request, VerificationRequest):
             return describe_verification(self, request, run_id=run_id, trigger=trigger)
-        _refuse_what_aml_cannot_run(request)
+        refuse_what_aml_cannot_run(request)
         require_settings(self.settings, self.submission_settings())
         if self.batch_mode:
             inputs = self._inputs(request, run_id, trigger, idempotency_key, None, None)
@@ -561,7 +561,7 @@ def _check_run_id(run_id: str) -> None:
         )
 
 
-def _refuse_what_aml_cannot_run(request: TrainingRequest) -> None:
+def refuse_what_aml_cannot_run(request: TrainingRequest) -> None:
     if refusals := request.backend_refusals("aml"):
         raise SubmissionError(
             "invalid_request", "; ".join(f"{r['path']}: {r['message']}" for r in refusals)

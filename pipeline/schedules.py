@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pipeline.aml_client import to_submission_error
 from pipeline.aml_jobs import TAG_CODE_VERSION
-from pipeline.aml_submitter import AmlSubmitter, parse_component
+from pipeline.aml_submitter import AmlSubmitter, parse_component, refuse_what_aml_cannot_run
 from pipeline.request import TrainingRequest
 from pipeline.submitter import SubmissionError
 
@@ -100,6 +100,7 @@ class Schedules:
                 f"schedule name {name!r}: letters, digits, '_' or '-', starting with a "
                 "letter or digit",
             )
+        refuse_what_aml_cannot_run(request)
         plans = self.submitter.plans(request, name)
         if len(plans) != 1:
             raise SubmissionError(

@@ -256,3 +256,11 @@ def test_each_firing_of_a_schedule_is_its_own_run(submitter, fake_azure, wire):
         ("sharp_job_41", "schedule", "completed"),
         ("sharp_job_42", "schedule", "queued"),
     ]
+
+
+def test_a_schedule_cannot_deploy_locally(schedules, fake_azure):
+    from pipeline.submitter import SubmissionError
+
+    with pytest.raises(SubmissionError, match="deploy_target: `local`"):
+        schedules.create("nightly", TrainingRequest(deploy_target="local"), Cron("0 2 * * *"))
+    assert fake_azure.requests("PUT") == []
