@@ -103,7 +103,7 @@ def per_request_job(
         }
         if leave_out:
             bound = {k: _value(v) for k, v in node.inputs.items() if k not in leave_out}
-            node = Command(component=node.component, inputs=bound)
+            node = Command(component=node.component, inputs=bound, compute=node.compute)
         jobs[name] = node
     return PipelineJob(
         name=job.name,
