@@ -118,10 +118,22 @@ def cmd_publish(args: argparse.Namespace) -> int:
         # published, or they keep running the old pipeline (pipeline/schedules.py).
         from pipeline.aml_submitter import AmlSubmitter
         from pipeline.schedules import Schedules
+        from pipeline.submitter import SubmissionError
 
-        followed = Schedules(AmlSubmitter(settings)).follow(result.pipeline_component)
+        try:
+            followed = Schedules(AmlSubmitter(settings)).follow(result.pipeline_component)
+            problem = None
+        except SubmissionError as exc:
+            followed, problem = [], exc.message
         for name in followed:
             print(f"schedule {name}: now runs {result.pipeline_component}", file=sys.stderr)
+        if problem:
+            print(
+                f"error: published {result.pipeline_component}, but the schedules still run "
+                f"the version they had: {problem}",
+                file=sys.stderr,
+            )
+        status = EXIT_FAILED if problem else 0
         if args.json:
             print(
                 json.dumps(
@@ -134,7 +146,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                     indent=2,
                 )
             )
-            return 0
+            return status
         created = len(result.created)
         print(
             f"published version {result.version}: {created} created, "
@@ -142,7 +154,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         print(f"AML_PIPELINE_COMPONENT={result.pipeline_component}")
-        return 0
+        return status
 
     return _guarded(run)
 
