@@ -169,7 +169,8 @@ def _still_serving(settings: Any, record: Any) -> str | None:
     """A rejected candidate is not deployed: say which champion serves instead."""
     from steps.local_endpoint import current
 
-    name = (record.request or {}).get("endpoint_name")
+    # A request that names no endpoint is served from the settings' default.
+    name = (record.request or {}).get("endpoint_name") or settings.deployment_defaults()[1]
     live = current(Path(settings.home), name) if name else None
     if not live or not live["alive"]:
         return None
