@@ -15,12 +15,17 @@ YAML), minus the nodes the request cannot use:
 What is not pruned, and why: the drift decision (retrain_policy on_drift or
 min_new_rows) is taken at run time by check_drift, so it cannot shape the job at
 submission. Azure ML's runtime branching (`dsl.condition` / if_else) needs a
-boolean *control* output of check_drift, which the service reads from what
-mldesigner's runtime records for the node (the SDK's own expression components run
-`mldesigner execute`, azure/ai/ml/entities/_job/pipeline/_pipeline_expression.py);
-that mechanism is not documented for plain command components and cannot be held
-against the service offline here. On a skip decision the later nodes therefore
-start and exit at once, each saying why (steps/drift.py), as they do locally.
+boolean *control* output (`is_control: true`) of check_drift. How a node hands the
+service that value is not documented: the SDK's own expression components run
+`mldesigner execute` (azure/ai/ml/entities/_job/pipeline/_pipeline_expression.py),
+and mldesigner 0.1.0b23 writes it as the run property `azureml.pipeline.control`
+through a PATCH of `history/v1.0/.../experimentids/{exp}/runs/{run}` built from
+MLflow's private host credentials (mldesigner/_utils.py,
+_write_properties_to_run_history; "TODO(1955852): handle control outputs for
+mldesigner execute"). A private protocol that the offline fakes cannot hold against
+the service is not something to build a run's correctness on; so on a skip decision
+the later nodes start and exit at once, each saying why (steps/drift.py), as they
+do locally.
 
 Pure planning (`plan_nodes`) is separate from the SDK calls (`per_request_job`).
 """
