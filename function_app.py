@@ -11,6 +11,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from triggers import entry
+from triggers.queues import DROP_QUEUE
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -78,14 +79,22 @@ def incoming_blob(client: blob.BlobClient) -> None:
     entry.blob(client)
 
 
-# --- housekeeping --------------------------------------------------------------------------
-# Starts the run of drop folders whose quiet window closed (no marker file).
-@app.timer_trigger(schedule="*/10 * * * * *", arg_name="timer", use_monitor=False)
-def sweep_drops(timer: func.TimerRequest) -> None:
-    entry.sweep()
+# Closes a drop's quiet window: each drop's delayed message (BLOB_QUIET_SECONDS) lands
+# here; it starts the drop's run or waits again, never past BLOB_MAX_DELAY_SECONDS.
+@app.queue_trigger(arg_name="message", queue_name=DROP_QUEUE, connection="AzureWebJobsStorage")
+def drop_window(message: func.QueueMessage) -> None:
+    entry.drop_window(message)
 
 
-# Follows runs to their end, sends callbacks, starts queued and recovers lost claims.
-@app.timer_trigger(schedule="*/30 * * * * *", arg_name="timer", use_monitor=False)
-def monitor_runs(timer: func.TimerRequest) -> None:
-    entry.monitor()
+# Azure ML's RunCompleted / RunStatusChanged (Event Grid, infra/ subscribes it): sends
+# the callback, records the end in the ledger and starts queued runs.
+@app.event_grid_trigger(arg_name="event")
+def run_ended(event: func.EventGridEvent) -> None:
+    entry.run_event(event)
+
+
+# --- recovery ------------------------------------------------------------------------------
+# Every 5 minutes: starts drops and settles runs whose event was lost, resubmits lost claims.
+@app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", use_monitor=False)
+def safety_net(timer: func.TimerRequest) -> None:
+    entry.safety_net()

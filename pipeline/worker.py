@@ -209,9 +209,24 @@ def main(argv: list[str] | None = None) -> int:
             only_if_running=True,
         )
     finally:
+        _announce_end(settings, store, args.run_id)
         # The slot this run held is free: start the next queued run, if any.
         dispatch(settings, store)
     return 0
+
+
+def _announce_end(settings: Any, store: RunStore, run_id: str) -> None:
+    """Tell whoever follows the run that it ended (the trigger service's run_ended
+    function, through the local host), as Azure ML does through Event Grid."""
+    from pipeline.run_events import publish_run_ended
+
+    try:
+        _, job = store.job(run_id)
+        publish_run_ended(
+            settings.home, store.get(run_id), experiment=job.get("experiment", "aml-trigger")
+        )
+    except Exception:  # noqa: BLE001 - the safety net settles the run if this is lost
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ class DropBook:
 
     def touch(self, container: str, folder: str, now: float) -> OpenDrop:
         """Record one arrival in the folder's drop (compare-and-swap, so concurrent
-        arrivals all count and none overwrites another)."""
+        arrivals all count and none overwrites another). The arrival that opened the
+        drop gets `events == 1`."""
         key = self._key(container, folder)
         while True:
             found = self.state.get(self.NS, key)
@@ -58,20 +59,22 @@ class DropBook:
     def open_drops(self) -> list[OpenDrop]:
         return [_drop(v.doc, v.version) for _, v in self.state.items(self.NS)]
 
-    def settle(self, drop: OpenDrop, now: float) -> None:
+    def settle(self, drop: OpenDrop, now: float) -> OpenDrop | None:
         """The drop's run was submitted: close it. If blobs arrived after it was read,
-        they start a new window (their run, if the content differs, comes later)."""
+        they start a new window (their run, if the content differs, comes later):
+        that reopened drop is returned, so its window gets a message of its own."""
         key = self._key(drop.container, drop.folder)
         if self.state.delete(self.NS, key, drop.version):
-            return
+            return None
         while True:
             found = self.state.get(self.NS, key)
             if found is None:
-                return
+                return None
             doc = dict(found.doc)
             doc["first_seen"] = now
-            if self.state.replace(self.NS, key, doc, found.version) is not None:
-                return
+            written = self.state.replace(self.NS, key, doc, found.version)
+            if written is not None:
+                return _drop(doc, written.version)
 
 
 def _drop(doc: dict, version: str) -> OpenDrop:

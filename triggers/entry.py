@@ -91,25 +91,58 @@ def timer(function_name: str, request: func.TimerRequest, *, now: datetime | Non
         )
 
 
-def sweep() -> None:
-    from triggers import telemetry
+def drop_window(message: func.QueueMessage) -> None:
+    """A drop's delayed message became visible (queue trigger on DROP_QUEUE)."""
+    from triggers import decode, telemetry
 
     telemetry.setup()
-    # One event per drop that fires (each its own trace); a quiet sweep makes none.
-    for outcome in runtime.service().sweep_drops():
-        log.info("drop: %s", _describe(outcome))
+    try:
+        due = decode.drop_window(message.get_body())
+    except decode.UndecodableEvent as exc:
+        # Not ours: completing the call deletes it (retrying cannot make it readable).
+        log.error("queue message %s dropped: %s", message.id, exc)
+        return
+    with telemetry.event("blob", drop=f"{due.container}/{due.folder}"):
+        outcome = runtime.service().on_drop_window(due)
+        telemetry.record_outcome(outcome)
+        log.info("drop %s: %s", due.folder or "/", _describe(outcome))
 
 
-def monitor() -> None:
+def run_event(event: func.EventGridEvent) -> None:
+    """Azure ML (or the local worker) says a run changed state (Event Grid trigger)."""
+    from triggers import decode, telemetry
+    from triggers.monitor import RunMonitor
+
+    telemetry.setup()
+    try:
+        ended = decode.run_ended(event.event_type, event.get_json())
+    except decode.UndecodableEvent as exc:
+        log.error("event %s ignored: %s", event.id, exc)
+        return
+    if ended is None:
+        return  # a state that is not an end: nothing to settle
+    with telemetry.event("run-ended", run_id=ended.run_id, status=ended.status):
+        report = RunMonitor(runtime.service()).run_ended(ended.run_id)
+        if report.finished or report.started:
+            log.info("run %s ended (%s): %s", ended.run_id, ended.status, report)
+
+
+def safety_net() -> None:
+    """Every 5 minutes: what an event would have done, if the event was lost.
+    Starts drops whose window closed and follows every unfinished run."""
     from triggers import telemetry
     from triggers.monitor import RunMonitor
 
     telemetry.setup()
-    # No event span: a tick every 30 s would be a trace every 30 s. Submissions it
-    # makes are traced (`submit`) and its log lines carry the run they are about.
-    report = RunMonitor(runtime.service()).tick()
+    service = runtime.service()
+    # One event per drop that fires (each its own trace); a quiet sweep makes none.
+    for outcome in service.sweep_drops():
+        log.info("drop (safety net): %s", _describe(outcome))
+    # No event span for the tick itself: submissions it makes are traced (`submit`)
+    # and its log lines carry the run they are about.
+    report = RunMonitor(service).tick()
     if report.finished or report.started or report.resubmitted:
-        log.info("monitor: %s", report)
+        log.info("safety net: %s", report)
 
 
 def _describe(outcome) -> str:

@@ -52,3 +52,21 @@ class TimerTick:
     scheduled_at: datetime
     past_due: bool = False
     schedule_status: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropWindowDue:
+    """A drop folder's delayed message became visible: is its quiet window closed?"""
+
+    container: str
+    folder: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEnded:
+    """A backend says a run reached a terminal state (Azure ML's Event Grid event, or
+    the local worker's copy of it). Only a hint: the run is re-read from the backend."""
+
+    run_id: str
+    status: str
+    experiment: str | None = None

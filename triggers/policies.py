@@ -46,6 +46,14 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class Wait(Skip):
+    """Not yet: decide again in `delay_s` seconds (a delayed queue message carries
+    the question forward, so nothing polls in between)."""
+
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Queue:
     reason: str
 
@@ -138,13 +146,15 @@ class CoalescingWindow:
     quiet_s: float = 30.0
     max_delay_s: float = 600.0
 
-    def decide(self, *, first_seen: float, last_seen: float, now: float) -> Submit | Skip:
+    def decide(self, *, first_seen: float, last_seen: float, now: float) -> Submit | Wait:
+        """Submit, or Wait with the seconds until the window can next close: never
+        later than `max_delay_s` after the first blob."""
         if now - first_seen >= self.max_delay_s:
             return Submit("", reason=f"drop open {now - first_seen:.0f}s (max delay)")
         if now - last_seen >= self.quiet_s:
             return Submit("", reason=f"no new blob for {now - last_seen:.0f}s (quiet window)")
         wait = min(self.quiet_s - (now - last_seen), self.max_delay_s - (now - first_seen))
-        return Skip(f"waiting {wait:.0f}s more for the drop to settle")
+        return Wait(f"waiting {wait:.0f}s more for the drop to settle", delay_s=wait)
 
 
 def blob_decision(

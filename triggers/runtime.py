@@ -38,6 +38,7 @@ def build_service(settings=None, *, submitter=None):
     from triggers.drops import DropBook
     from triggers.ledger import RunLedger
     from triggers.notify import CallbackNotifier
+    from triggers.queues import DROP_QUEUE, open_queue
     from triggers.service import TriggerService
     from triggers.state import open_state
 
@@ -54,6 +55,7 @@ def build_service(settings=None, *, submitter=None):
         DropBook(state),
         open_storage(settings),
         CallbackNotifier(local=is_local(settings)),
+        drop_queue=open_queue(settings, DROP_QUEUE),
     )
 
 

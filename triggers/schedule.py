@@ -91,6 +91,14 @@ class CronSchedule:
                             return at
         raise ScheduleError(f"schedule {self.text!r} never fires")
 
+    def occurrences(self, start: datetime, end: datetime) -> list[datetime]:
+        """Every occurrence in [start, end): how many executions a window costs."""
+        found, at = [], self.next_after(_utc(start) - timedelta(seconds=1))
+        while at < _utc(end):
+            found.append(at)
+            at = self.next_after(at)
+        return found
+
     def latest_at_or_before(self, when: datetime) -> datetime:
         """The most recent occurrence at or before `when` (the tick `when` belongs to)."""
         end = _utc(when).replace(microsecond=0)

@@ -18,9 +18,9 @@ from pipeline.runs import RunRecord, run_id_for
 from pipeline.storage import Storage
 from pipeline.submitter import RunNotFound, SubmissionError, Submitter
 from pipeline.verification import AnyRequest, stored_request
-from triggers import policies, telemetry
+from triggers import decode, policies, telemetry
 from triggers.drops import DropBook, OpenDrop
-from triggers.events import BlobArrival, HttpSubmission, TimerTick
+from triggers.events import BlobArrival, DropWindowDue, HttpSubmission, TimerTick
 from triggers.ledger import LedgerEntry, RunLedger
 from triggers.notify import CallbackNotifier, UnsafeCallback
 from triggers.validation import RequestError, parse_training_request, parse_verification_request
@@ -99,8 +99,12 @@ class TriggerService:
         notifier: CallbackNotifier,
         *,
         clock=time.time,
+        drop_queue=None,
     ) -> None:
         self.settings = settings
+        # triggers.queues.DelayedQueue: each drop's quiet window is a delayed message
+        # on it (None: only the safety net's sweep closes windows).
+        self.drop_queue = drop_queue
         self.submitter = submitter
         self.ledger = ledger
         self.drops = drops
@@ -188,8 +192,26 @@ class TriggerService:
                 f"{arrival.name!r} waits for {self.settings.blob_marker_name!r} "
                 f"in {arrival.folder or '/'}"
             )
-        self.drops.touch(arrival.container, arrival.folder, self.clock())
+        drop = self.drops.touch(arrival.container, arrival.folder, self.clock())
+        if drop.events == 1:
+            # Later arrivals move `last_seen`; the message, when it comes, reads it.
+            self._schedule_window(drop, must_send=False)
         return Deferred(f"{arrival.name!r} joined drop {arrival.folder or '/'!r}")
+
+    def on_drop_window(self, due: DropWindowDue) -> Outcome:
+        """A drop's delayed message arrived: start its run if the window closed, else
+        send the message again for the time left (never past the max delay)."""
+        drop = self.drops.get(due.container, due.folder)
+        if drop is None:
+            return Skipped(f"drop {due.folder or '/'!r} has no open window (its run started)")
+        decision = self.window.decide(
+            first_seen=drop.first_seen, last_seen=drop.last_seen, now=self.clock()
+        )
+        telemetry.decision("quiet window", type(decision).__name__.lower(), decision.reason)
+        if isinstance(decision, policies.Wait):
+            self._schedule_window(drop, must_send=True)
+            return Deferred(decision.reason)
+        return self._fire_drop(due.container, due.folder, decision.reason, drop)
 
     def sweep_drops(self) -> list[Outcome]:
         """Start the run of every drop whose coalescing window has closed."""
@@ -377,7 +399,7 @@ class TriggerService:
             drop = self.drops.get(container, folder)
         if not files:
             if drop is not None:
-                self.drops.settle(drop, self.clock())
+                self._settle(drop)
             return Skipped(f"drop {folder or '/'!r} has no data files ({reason})")
         request = self._drop_request(folder, f"drop {folder or '/'} ({len(files)} files): {reason}")
         if isinstance(request, Skipped):
@@ -385,8 +407,33 @@ class TriggerService:
         key = policies.drop_key(container, folder, files)
         outcome = self.submit_request(request, trigger="blob", idempotency_key=key)
         if drop is not None:
-            self.drops.settle(drop, self.clock())
+            self._settle(drop)
         return outcome
+
+    def _settle(self, drop: OpenDrop) -> None:
+        reopened = self.drops.settle(drop, self.clock())
+        if reopened is not None:
+            self._schedule_window(reopened, must_send=False)
+
+    def _schedule_window(self, drop: OpenDrop, *, must_send: bool) -> None:
+        """Send the drop's delayed message, visible when its window can next close.
+        A lost message only delays the run: the safety net sweeps open drops. In the
+        queue function (`must_send`) a failed send fails the call, so the host
+        delivers the message again."""
+        if self.drop_queue is None:
+            return
+        decision = self.window.decide(
+            first_seen=drop.first_seen, last_seen=drop.last_seen, now=self.clock()
+        )
+        delay = decision.delay_s if isinstance(decision, policies.Wait) else 0.0
+        try:
+            self.drop_queue.send(decode.drop_window_message(drop.container, drop.folder),
+                                 delay_s=delay)  # fmt: skip
+        except Exception as exc:
+            if must_send:
+                raise
+            log.warning("drop %s: its delayed message was not sent (%s: %s); the safety "
+                        "net starts it", drop.folder or "/", type(exc).__name__, exc)  # fmt: skip
 
     def _is_data(self, blob) -> bool:
         arrival = BlobArrival(container=blob.container, name=blob.name, size=blob.size)

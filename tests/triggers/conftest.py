@@ -18,6 +18,7 @@ from triggers import runtime
 from triggers.drops import DropBook
 from triggers.ledger import RunLedger
 from triggers.notify import CallbackNotifier
+from triggers.queues import DROP_QUEUE, FolderQueue
 from triggers.service import TriggerService
 from triggers.state import SqliteState
 
@@ -97,8 +98,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_service(home: Path, fake_submitter: FakeSubmitter, clock: Clock):
-    """make_service(**env) -> TriggerService on `home`, the fake submitter and clock."""
+def drop_queue(home: Path, clock: Clock) -> FolderQueue:
+    """The folder queue of drops' delayed messages, on the test clock."""
+    return FolderQueue(home / "queues", DROP_QUEUE, clock=clock)
+
+
+@pytest.fixture
+def make_service(home: Path, fake_submitter: FakeSubmitter, clock: Clock, drop_queue):
+    """make_service(**env) -> TriggerService on `home`, the fake submitter and clock,
+    sending drops' delayed messages to `drop_queue`."""
 
     def make(submitter=None, notifier=None, **env: str) -> TriggerService:
         env = {"AML_TRIGGER_HOME": str(home), "MAX_CONCURRENT_RUNS": "8", **env}
@@ -112,6 +120,7 @@ def make_service(home: Path, fake_submitter: FakeSubmitter, clock: Clock):
             FolderStorage(home / "storage"),
             notifier or CallbackNotifier(local=True, sleep=lambda s: None),
             clock=clock,
+            drop_queue=drop_queue,
         )
 
     return make

@@ -225,3 +225,43 @@ def test_finished_drop_folders_are_not_listed_again_so_old_data_does_not_slow_de
     # One run per finished drop; the rewritten part opens a new drop of old-1 that the
     # service runs after its quiet window (not in this test's time).
     assert submitted == ["drops/new/", "drops/old-1/", "drops/old-2/", "drops/open/"]
+
+
+def test_drop_window_on_azurite_is_a_hidden_queue_message_until_the_quiet_window(
+    azurite, home, fake_submitter
+):
+    import time
+
+    from triggers.host.queues import QueueRunner, StorageSource
+    from triggers.queues import StorageQueue
+
+    container = f"in-{uuid.uuid4().hex[:12]}"
+    queue_name = f"drops-{uuid.uuid4().hex[:12]}"
+    env = {"AML_TRIGGER_HOME": str(home), "AzureWebJobsStorage": azurite,
+           "INCOMING_CONTAINER": container, "BLOB_QUIET_SECONDS": "3"}  # fmt: skip
+    settings = Settings.from_env(env)
+    service = runtime.build_service(settings, submitter=fake_submitter)
+    assert isinstance(service.drop_queue, StorageQueue)  # a Storage queue, not a folder
+    service.drop_queue = StorageQueue.from_connection_string(azurite, queue_name)
+    runtime.install(service)
+    index = index_app(function_app.app, app_settings(settings, env))
+    runner = QueueRunner(index.queues, lambda function: StorageSource(azurite, queue_name))
+    storage = BlobStorage.from_connection_string(azurite)
+    watcher = BlobWatcher(index.blobs, storage, home / "host")
+    try:
+        for i in range(3):
+            storage.put_blob(container, f"drops/w/part-{i}.csv", b"a,b\n1,2\n")
+        assert len(watcher.scan().fired) == 3
+        queue = service.drop_queue.client
+        assert queue.get_queue_properties().approximate_message_count == 1  # one per drop
+        assert list(queue.peek_messages()) == []  # hidden: the quiet window is open
+        deadline = time.monotonic() + 60
+        while not fake_submitter.submissions and time.monotonic() < deadline:
+            runner.poll()
+            time.sleep(0.2)
+    finally:
+        watcher.close()
+        runtime.reset()
+    assert len(fake_submitter.submissions) == 1
+    assert fake_submitter.get(fake_submitter.submissions[0]).request["data"] == "drops/w/"
+    assert queue.get_queue_properties().approximate_message_count == 0

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest
 
 from triggers import entry
+from triggers.queues import DROP_QUEUE
+from triggers.schedule import CronSchedule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,7 +86,26 @@ def test_registered_functions_are_the_contract():
     assert blob["connection"] == "AzureWebJobsStorage"
     # Flex Consumption runs blob triggers only from Event Grid: the default, no setting.
     assert blob["source"] == "EventGrid"
-    assert {"sweep_drops", "monitor_runs"} <= set(functions)
+    queue = _trigger(functions["drop_window"])
+    assert queue["type"] == "queueTrigger" and queue["queueName"] == DROP_QUEUE
+    assert queue["connection"] == "AzureWebJobsStorage"
+    assert _trigger(functions["run_ended"])["type"] == "eventGridTrigger"
+    assert {"sweep_drops", "monitor_runs"}.isdisjoint(functions)  # replaced by events
+
+
+def test_an_idle_hour_costs_at_most_twelve_timer_executions_besides_the_retrain():
+    start = datetime(2036, 11, 24, tzinfo=UTC)
+    end = start + timedelta(days=1)
+    per_hour = 0.0
+    for name, function in _functions().items():
+        trigger = _trigger(function)
+        if trigger["type"] != "timerTrigger" or name == "scheduled_retrain":
+            continue
+        ticks = CronSchedule.parse(trigger["schedule"]).occurrences(start, end)
+        gaps = [(b - a).total_seconds() for a, b in zip(ticks, ticks[1:], strict=False)]
+        assert min(gaps) >= 300, f"{name} fires every {min(gaps):.0f}s"
+        per_hour += len(ticks) / 24
+    assert 0 < per_hour <= 12  # the safety net is there, and cheap
 
 
 def test_the_worker_indexes_the_blob_function_as_a_deferred_sdk_type_binding():

@@ -249,3 +249,36 @@ def test_host_start_submits_claims_left_by_a_dead_process(
     runtime.reset()
     assert len(backend.submissions) == 1
     assert backend.get(backend.submissions[0]).idempotency_key == "http:lost-1"
+
+
+def test_serving_host_starts_a_drop_by_its_delayed_message_and_settles_it_by_its_event(
+    home, put, fake_submitter
+):
+    """No timer runs here: the queue trigger closes the window, the Event Grid trigger
+    hears the end."""
+    from pipeline.run_events import publish_run_ended
+
+    settings = Settings.from_env({"AML_TRIGGER_HOME": str(home), "BLOB_QUIET_SECONDS": "1"})
+    service = runtime.build_service(settings, submitter=fake_submitter)  # the real clock
+    host = LocalHost(
+        function_app.app, settings, port=_free_port(), key="k", run_timers=False,
+        blob_interval_s=0.05,
+    )  # fmt: skip
+    assert host.timers is None and host.queues is not None and host.events is not None
+    for i in range(3):
+        put(f"drops/evented/part-{i}.csv")
+    host.start(service=service)
+    try:
+        deadline = time.monotonic() + 30
+        while not fake_submitter.submissions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [run_id] = fake_submitter.submissions
+        fake_submitter.finish(run_id, "completed")
+        publish_run_ended(home, fake_submitter.get(run_id), experiment="aml-trigger")
+        while service.ledger.open_entries() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        host.stop()
+        runtime.reset()
+    assert fake_submitter.get(run_id).request["data"] == "drops/evented/"
+    assert service.ledger.open_entries() == []  # settled by the event, not a tick

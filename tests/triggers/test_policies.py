@@ -158,3 +158,11 @@ def test_schedule_settings_are_resolved_and_missing_ones_named():
     assert resolve_setting("%TRAIN_SCHEDULE%", {"TRAIN_SCHEDULE": "0 0 2 * * *"}) == "0 0 2 * * *"
     with pytest.raises(ScheduleError, match="'TRAIN_SCHEDULE'"):
         resolve_setting("%TRAIN_SCHEDULE%", {})
+
+
+def test_an_open_window_says_how_long_to_wait_never_past_the_max_delay():
+    window = CoalescingWindow(quiet_s=30, max_delay_s=600)
+    waiting = window.decide(first_seen=0, last_seen=10, now=15)
+    assert isinstance(waiting, policies.Wait) and waiting.delay_s == 25
+    near_max = window.decide(first_seen=0, last_seen=590, now=595)
+    assert isinstance(near_max, policies.Wait) and near_max.delay_s == 5  # not 25

@@ -173,15 +173,27 @@ def test_blob_skipped_by_a_filter_is_one_trace_with_the_reason(
     assert "submit" not in named and fake_submitter.submissions == []
 
 
-def test_a_drop_closed_by_the_sweep_is_a_blob_event(spans, installed, landed, clock):
+def test_a_drop_closed_by_its_delayed_message_is_a_blob_event(
+    spans, installed, landed, clock, drop_queue
+):
     entry.blob(landed("drops/d/part-0.csv"))
     spans.clear()
     clock.advance(installed.settings.blob_quiet_seconds + 1)
-    entry.sweep()
+    [message] = drop_queue.receive(lease_s=60)
+    entry.drop_window(func.QueueMessage(id=message.id, body=message.text.encode()))
     named = _by_name(spans.get_finished_spans())
     assert named["event blob"].attributes["aml_trigger.drop"] == "incoming/drops/d/"
     assert named["event blob"].attributes["aml_trigger.outcome"] == "accepted"
     assert "submit" in named
+
+
+def test_a_drop_closed_by_the_safety_net_is_a_blob_event(spans, installed, landed, clock):
+    entry.blob(landed("drops/d/part-0.csv"))
+    spans.clear()
+    clock.advance(installed.settings.blob_quiet_seconds + 1)
+    entry.safety_net()  # its delayed message was lost
+    named = _by_name(spans.get_finished_spans())
+    assert named["event blob"].attributes["aml_trigger.outcome"] == "accepted"
 
 
 def test_log_lines_of_an_event_carry_run_trigger_key_and_trace(spans, logging_service, records):
@@ -230,10 +242,20 @@ def test_monitor_lines_about_a_run_name_it(spans, installed, fake_submitter, rec
     response = _post({"callback_url": f"http://127.0.0.1:{closed}/cb?sig=S1"}, key="mon-1")
     run_id = json.loads(response.get_body())["run_id"]
     fake_submitter.finish(run_id, "completed")
-    entry.monitor()
+    entry.run_event(_run_status_changed(run_id, "Completed"))
     failed = [r for r in records if r.getMessage().startswith(f"callback for run {run_id}")]
     assert failed and (failed[0].run_id, failed[0].idempotency_key) == (run_id, "http:mon-1")
     assert failed[0].trigger == "http"
+
+
+def _run_status_changed(run_id: str, status: str) -> func.EventGridEvent:
+    return func.EventGridEvent(
+        id=uuid.uuid4().hex, topic="/subscriptions/s/workspaces/w",
+        subject=f"experiments/e/runs/{run_id}",
+        event_type="Microsoft.MachineLearningServices.RunStatusChanged", event_time=None,
+        data={"experimentName": "aml-trigger", "runId": run_id, "runStatus": status},
+        data_version="",
+    )  # fmt: skip
 
 
 def test_text_format_appends_ids_and_log_format_is_checked():
@@ -364,7 +386,7 @@ def test_no_secret_in_any_log_line_after_a_full_cycle(
         assert watcher.scan().fired
         watcher.close()
         fake_submitter.finish(run_id, "completed")
-        entry.monitor()
+        entry.safety_net()
     finally:
         host.stop()
         runtime.reset()

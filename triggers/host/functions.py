@@ -56,17 +56,33 @@ class BlobFunction:
 
 
 @dataclass(frozen=True)
+class QueueFunction:
+    name: str
+    queue_name: str
+    connection: str
+    call: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class EventGridFunction:
+    name: str
+    call: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
 class FunctionIndex:
     http: tuple[HttpFunction, ...]
     timers: tuple[TimerFunction, ...]
     blobs: tuple[BlobFunction, ...]
     disabled: tuple[str, ...]
+    queues: tuple[QueueFunction, ...] = ()
+    event_grid: tuple[EventGridFunction, ...] = ()
 
 
 def index_app(app, app_settings: Mapping[str, str]) -> FunctionIndex:
     """Read the app's functions; `%SETTING%` in schedules and paths is resolved from
     `app_settings`, and `AzureWebJobs.<name>.Disabled=true` leaves a function out."""
-    http, timers, blobs, disabled = [], [], [], []
+    http, timers, blobs, disabled, queues, event_grid = [], [], [], [], [], []
     for function in registered_functions(app):
         name = function.get_function_name()
         if str(app_settings.get(f"AzureWebJobs.{name}.Disabled", "")).lower() in ("true", "1"):
@@ -112,11 +128,19 @@ def index_app(app, app_settings: Mapping[str, str]) -> FunctionIndex:
                         deferred=is_deferred(user, trigger.name),
                     )
                 )
+            elif kind == "queueTrigger":
+                queue = resolve_setting(trigger.queue_name, app_settings)
+                connection = trigger.connection or "AzureWebJobsStorage"
+                queues.append(QueueFunction(name, queue, connection, call))
+            elif kind == "eventGridTrigger":
+                event_grid.append(EventGridFunction(name, call))
             else:
                 raise IndexingError(f"function {name!r}: trigger type {kind!r} is not served")
         except ValueError as exc:
             raise IndexingError(f"function {name!r}: {exc}") from None
-    return FunctionIndex(tuple(http), tuple(timers), tuple(blobs), tuple(disabled))
+    return FunctionIndex(
+        tuple(http), tuple(timers), tuple(blobs), tuple(disabled), tuple(queues), tuple(event_grid)
+    )
 
 
 def registered_functions(app) -> list:

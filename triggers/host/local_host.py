@@ -1,7 +1,8 @@
 """LocalHost: function_app served on a laptop (what `aml-trigger serve` runs).
 
 Start: index the app, resubmit claims a previous process left unsubmitted, then
-serve HTTP, run timers and watch the incoming container, each on its own thread.
+serve HTTP, run timers, watch the incoming container, poll the queues of queue
+triggers and deliver the local backend's Event Grid events, each on its own thread.
 Stop (SIGINT/SIGTERM): stop taking work and let in-flight calls finish; anything
 claimed but not submitted is in the ledger and is submitted on the next start.
 """
@@ -18,8 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from triggers.host.blob_watcher import BlobWatcher
+from triggers.host.event_grid import EventGridRunner
 from triggers.host.functions import FunctionIndex, index_app
 from triggers.host.http_server import FunctionsHttpServer
+from triggers.host.queues import QueueRunner, open_source_for
 from triggers.host.timers import TimerRunner
 
 log = logging.getLogger("aml_trigger.host")
@@ -50,6 +53,14 @@ def route_prefix(host_json: Path = REPO_ROOT / "host.json") -> str:
     return host_extensions(host_json).get("http", {}).get("routePrefix", "api")
 
 
+def _seconds(value: str | None, default: float) -> float:
+    """host.json's "hh:mm:ss" durations."""
+    if not value:
+        return default
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 class LocalHost:
     def __init__(
         self,
@@ -62,6 +73,8 @@ class LocalHost:
         blob_interval_s: float = 2.0,
         watch_blobs: bool = True,
         run_timers: bool = True,
+        run_queues: bool = True,
+        deliver_events: bool = True,
     ) -> None:
         self.settings = settings
         self.index: FunctionIndex = index_app(app, app_settings(settings, environ))
@@ -91,6 +104,21 @@ class LocalHost:
                 prefix=settings.blob_prefix,
                 marker_name=settings.blob_marker_name,
             )
+        queues = host_extensions().get("queues", {})
+        self.queue_interval_s = _seconds(queues.get("maxPollingInterval"), 60.0)
+        self.queues = None
+        if run_queues and self.index.queues:
+            self.queues = QueueRunner(
+                self.index.queues,
+                open_source_for(settings),
+                max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+                retry_delay_s=_seconds(queues.get("visibilityTimeout"), 0.0),
+            )
+        self.events = None
+        if deliver_events and self.index.event_grid:
+            from pipeline.run_events import events_dir
+
+            self.events = EventGridRunner(self.index.event_grid, events_dir(settings.home))
         self.blob_interval_s = blob_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,6 +140,10 @@ class LocalHost:
             self._spawn("timers", self.timers.run_until, self._stop)
         if self.watcher is not None:
             self._spawn("blobs", self.watcher.run_until, self._stop, self.blob_interval_s)
+        if self.queues is not None:
+            self._spawn("queues", self.queues.run_until, self._stop, self.queue_interval_s)
+        if self.events is not None:
+            self._spawn("events", self.events.run_until, self._stop)
 
     def _spawn(self, name: str, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, name=name)
