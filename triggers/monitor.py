@@ -66,6 +66,10 @@ class RunMonitor:
         re-read from the backend and the ledger's conditional writes decide."""
         report = MonitorReport()
         entry = self.ledger.by_run_id(run_id)
+        if entry is None:
+            # Not ours (a pipeline's step job, a run started elsewhere in the
+            # experiment): it held no slot, so nothing can start because it ended.
+            return report
         # An entry whose terminal status is already recorded was settled by an earlier
         # delivery (or the safety-net tick); following it again would report it twice.
         if entry is not None and entry.status == "submitted" and entry.run_status not in TERMINAL:

@@ -474,6 +474,62 @@ def test_event_filter_follows_the_container_and_prefix():
     assert (settings["INCOMING_CONTAINER"], settings["BLOB_PREFIX"]) == ("drops", "daily/")
 
 
+# --- Event Grid -> run_ended (Azure ML run events) ---------------------------------------------
+def _event_grid_functions() -> list[str]:
+    code = (
+        "import json, function_app\n"
+        "print(json.dumps([f.get_function_name() for f in function_app.app.get_functions()\n"
+        "    if f.get_trigger().type == 'eventGridTrigger']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_run_events_of_the_workspace_reach_the_run_ended_function_filtered_to_the_experiment():
+    assert _deploy().outputs["runEventsSubscribed"] is False
+    other = "99999999-8888-7777-6666-555555555555"
+    deployment = _deploy(subscribeRunEvents=True, amlSubscriptionId=other,
+                         amlResourceGroup="ml-prod", amlWorkspaceName="w1")  # fmt: skip
+    workspace = (f"/subscriptions/{other}/resourceGroups/ml-prod/providers/"
+                 "Microsoft.MachineLearningServices/workspaces/w1")  # fmt: skip
+    topics = {t.name: t for t in deployment.of_type("Microsoft.EventGrid/systemTopics")}
+    topic = topics["w1-events"]  # in the workspace's subscription and group, on the workspace
+    assert (topic.subscription_id, topic.resource_group) == (other, "ml-prod")
+    assert topic.properties == {
+        "source": workspace,
+        "topicType": "Microsoft.MachineLearningServices.Workspaces",
+    }
+    [sub] = [s for s in deployment.of_type("Microsoft.EventGrid/systemTopics/eventSubscriptions")
+             if s.name.startswith("w1-events/")]  # fmt: skip
+    # RunStatusChanged alone: RunCompleted repeats its "Completed" and would call twice.
+    assert sub.properties["filter"] == {
+        "includedEventTypes": ["Microsoft.MachineLearningServices.RunStatusChanged"],
+        "advancedFilters": [
+            {"operatorType": "StringIn", "key": "data.experimentName", "values": ["aml-trigger"]},
+            {"operatorType": "StringIn", "key": "data.runStatus",
+             "values": ["Completed", "Failed", "Canceled"]},
+        ],
+    }  # fmt: skip
+    destination = sub.properties["destination"]
+    assert destination["endpointType"] == "AzureFunction"
+    site = deployment.one("Microsoft.Web/sites")
+    function_id = destination["properties"]["resourceId"]
+    assert function_id.startswith(site.id + "/functions/")
+    assert _event_grid_functions() == [function_id.rsplit("/", 1)[1]] == ["run_ended"]
+    assert deployment.outputs["runEventsSubscribed"] is True
+
+
+def test_an_existing_workspace_topic_and_another_experiment_can_be_named():
+    deployment = _deploy(subscribeRunEvents=True, amlEventsTopicName="mlw-topic",
+                         amlExperimentName="churn")  # fmt: skip
+    names = [t.name for t in deployment.of_type("Microsoft.EventGrid/systemTopics")]
+    assert "mlw-topic" in names
+    sub = next(s for s in deployment.of_type("Microsoft.EventGrid/systemTopics/eventSubscriptions")
+               if s.name.startswith("mlw-topic/"))  # fmt: skip
+    assert sub.properties["filter"]["advancedFilters"][0]["values"] == ["churn"]
+
+
 # --- the checker itself rejects what Resource Manager would reject ----------------------------
 def test_a_misspelt_parameter_reference_is_rejected_with_its_location():
     template = _template()

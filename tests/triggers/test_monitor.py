@@ -52,3 +52,13 @@ def test_run_ended_event_starts_the_next_queued_run_without_a_tick(make_service,
     assert report.started == [second.run.run_id]
     again = monitor.run_ended(first.run.run_id)  # a redelivered event changes nothing
     assert again.finished == [] and again.started == []
+
+
+def test_the_end_of_a_run_that_is_not_ours_costs_no_dispatch(make_service, fake_submitter):
+    service = make_service(MAX_CONCURRENT_RUNS="1")
+    first = submit(service, "http:a")
+    submit(service, "http:b")  # waits for the first
+    fake_submitter.finish(first.run.run_id)
+    # A step job of the pipeline ends: not a run of the ledger, so nothing is freed.
+    assert RunMonitor(service).run_ended("run-step-job-7").started == []
+    assert RunMonitor(service).run_ended(first.run.run_id).started != []
