@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SUITES = ("pipeline", "imports", "http", "telemetry", "blob", "drift", "batch", "sweep")
+SUITES = ("pipeline", "imports", "http", "telemetry", "blob", "drift", "batch", "sweep", "idle")
 
 
 def main() -> None:
@@ -70,6 +70,10 @@ def main() -> None:
             from bench import sweep
 
             sweep.main(args.rows, args.seed, work / "sweep")
+        if "idle" in suites:
+            from bench import idle
+
+            idle.main()
     finally:
         if args.keep:
             print(f"work folder kept: {work}")

@@ -155,7 +155,11 @@ class _Azurite:
 
     def close(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=15)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # still flushing: it holds nothing we keep
+            self.proc.kill()
+            self.proc.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
