@@ -170,8 +170,34 @@ def queue_client(connection_string: str, name: str, **kwargs):
     )
 
 
+def account_queue_client(settings, name: str, **kwargs):
+    """A queue of the account AzureWebJobsStorage names: by its connection string, or
+    by identity (the host's `AzureWebJobsStorage__queueServiceUri`; else the blob
+    endpoint's queue twin), with the same credential as the blob clients."""
+    connection = settings.storage_connection.get_secret_value()
+    if connection.strip():
+        return queue_client(connection, name, **kwargs)
+    import os
+
+    from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+    from pipeline.blob_storage import _credential
+
+    url = os.environ.get("AzureWebJobsStorage__queueServiceUri") or (
+        settings.storage_account_url.replace(".blob.", ".queue.", 1)
+    )
+    return QueueClient(
+        url,
+        name,
+        credential=_credential(settings.storage_client_id),
+        message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy(),
+        **kwargs,
+    )
+
+
 def open_queue(settings, name: str, *, clock: Callable[[], float] = time.time) -> DelayedQueue:
     """The folder queue for folder storage, else a queue in the storage account."""
     if settings.storage_kind == "folder":
         return FolderQueue(Path(settings.home) / "queues", name, clock=clock)
-    return StorageQueue.from_connection_string(settings.storage_connection.get_secret_value(), name)
+    return StorageQueue(account_queue_client(settings, name))

@@ -245,7 +245,8 @@ def test_drop_window_on_azurite_is_a_hidden_queue_message_until_the_quiet_window
     service.drop_queue = StorageQueue.from_connection_string(azurite, queue_name)
     runtime.install(service)
     index = index_app(function_app.app, app_settings(settings, env))
-    runner = QueueRunner(index.queues, lambda function: StorageSource(azurite, queue_name))
+    source = StorageSource.from_connection_string(azurite, queue_name)
+    runner = QueueRunner(index.queues, lambda function: source)
     storage = BlobStorage.from_connection_string(azurite)
     watcher = BlobWatcher(index.blobs, storage, home / "host")
     try:

@@ -121,7 +121,7 @@ def test_safety_net_starts_a_drop_whose_message_was_lost(
     runtime.install(make_service())
     runtime.service().drop_queue = UnreachableQueue()
     try:
-        _land("drops/lost/part-0.csv", put)  # the blob is still accepted
+        _land("drops/lost/part-0.csv", landed)  # the blob is still accepted
         assert "safety net" in caplog.text
         clock.advance(31)
         entry.safety_net()

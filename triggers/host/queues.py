@@ -25,7 +25,7 @@ from typing import Any
 from azure.functions.queue import QueueMessage
 
 from triggers.host.functions import QueueFunction
-from triggers.queues import FolderQueue, queue_client
+from triggers.queues import FolderQueue, account_queue_client, queue_client
 
 log = logging.getLogger("aml_trigger.host.queues")
 
@@ -66,9 +66,14 @@ class FolderSource:
 
 
 class StorageSource:
-    def __init__(self, connection_string: str, name: str) -> None:
-        self.client = queue_client(connection_string, name)
-        self.poison_client = queue_client(connection_string, f"{name}-poison")
+    def __init__(self, client, poison_client) -> None:  # azure.storage.queue.QueueClient
+        self.client = client
+        self.poison_client = poison_client
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, name: str) -> StorageSource:
+        return cls(queue_client(connection_string, name),
+                   queue_client(connection_string, f"{name}-poison"))  # fmt: skip
 
     def receive(self) -> list[Leased]:
         from azure.core.exceptions import ResourceNotFoundError
@@ -178,6 +183,8 @@ def open_source_for(settings, *, clock: Callable[[], float] = time.time):
         if settings.storage_kind == "folder":
             return FolderSource(FolderQueue(Path(settings.home) / "queues", function.queue_name,
                                             clock=clock))  # fmt: skip
-        return StorageSource(settings.storage_connection.get_secret_value(), function.queue_name)
+        name = function.queue_name
+        return StorageSource(account_queue_client(settings, name),
+                             account_queue_client(settings, f"{name}-poison"))  # fmt: skip
 
     return open_source
