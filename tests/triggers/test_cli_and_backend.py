@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import time
 
+import function_app
 from cli.main import main
+from pipeline.run_events import events_dir
 from pipeline.settings import Settings
 from triggers import runtime
 from triggers.events import HttpSubmission
-from triggers.monitor import RunMonitor
+from triggers.host.event_grid import EventGridRunner
+from triggers.host.functions import index_app
+from triggers.host.local_host import app_settings
 from triggers.service import Accepted
 
 
@@ -57,12 +61,18 @@ def test_one_http_run_through_the_real_local_submitter(home, put):
     assert again.run.run_id == run_id and not again.created
     assert [r.run_id for r in service.submitter.list_runs()] == [run_id]
 
-    deadline = time.monotonic() + 90
-    monitor = RunMonitor(service)
-    while time.monotonic() < deadline:
-        if run_id in monitor.tick().finished:
-            break
-        time.sleep(0.3)
+    # No monitor tick: the worker's end-of-run event, delivered as the local host
+    # does, settles the run (pipeline/worker.py -> .local/events/ -> run_ended).
+    index = index_app(function_app.app, app_settings(settings, {}))
+    events = EventGridRunner(index.event_grid, events_dir(home))
+    runtime.install(service)
+    try:
+        deadline = time.monotonic() + 90
+        while service.ledger.open_entries() and time.monotonic() < deadline:
+            events.deliver()
+            time.sleep(0.3)
+    finally:
+        runtime.reset()
     record = service.get_run(run_id)
     assert record.terminal, record.status
     # The blob data reached the step: prep names the file it refused.
