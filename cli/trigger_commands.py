@@ -123,6 +123,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"timer {timer.name}: {timer.schedule.text} (UTC)", file=sys.stderr)
         for blob in host.index.blobs:
             print(f"blob {blob.name}: watching container {blob.container!r}", file=sys.stderr)
+        for queue in host.index.queues:
+            print(f"queue {queue.name}: queue {queue.queue_name!r}", file=sys.stderr)
+        for function in host.index.event_grid:
+            print(f"event grid {function.name}: the local backend's run events",
+                  file=sys.stderr)  # fmt: skip
         for name in host.index.disabled:
             print(f"disabled: {name}", file=sys.stderr)
         if mode != "off":
