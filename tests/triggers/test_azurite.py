@@ -266,3 +266,27 @@ def test_drop_window_on_azurite_is_a_hidden_queue_message_until_the_quiet_window
     assert len(fake_submitter.submissions) == 1
     assert fake_submitter.get(fake_submitter.submissions[0]).request["data"] == "drops/w/"
     assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_failing_queue_message_on_azurite_is_tried_five_times_then_poisoned(azurite):
+    from triggers.host.functions import QueueFunction
+    from triggers.host.queues import QueueRunner, StorageSource
+    from triggers.queues import StorageQueue
+
+    name = f"drops-{uuid.uuid4().hex[:12]}"
+    tries = []
+
+    def failing(message):
+        tries.append(message.dequeue_count)
+        raise RuntimeError("ledger unreachable")
+
+    StorageQueue.from_connection_string(azurite, name).send('{"x": 1}', delay_s=0)
+    source = StorageSource.from_connection_string(azurite, name)
+    runner = QueueRunner((QueueFunction("f", name, "AzureWebJobsStorage", failing),),
+                         lambda function: source)  # fmt: skip
+    for _ in range(6):
+        runner.poll()
+    assert tries == [1, 2, 3, 4, 5]  # the dequeue count Azure keeps, as the host reads it
+    assert list(source.client.peek_messages()) == []
+    [poisoned] = source.poison_client.peek_messages()
+    assert poisoned.content == '{"x": 1}'  # Base64 on the wire, text to the function
