@@ -35,6 +35,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+WHOLE, PROBE, TRAINING = "whole", "probe", "training"
+# The nodes the drift decision needs; the probe job runs only these.
+PROBE_NODES = ("prep", "check_drift")
+# Probe node outputs the training job reads, as the job inputs that carry them.
+HANDED_OVER = {("prep", "prepared"): "prepared"}
+# Every workspace has this datastore (Microsoft Learn, "Data concepts in Azure Machine
+# Learning", Default datastores); job outputs go there unless told otherwise.
+PROBE_DATASTORE = "workspaceblobstore"
 _TRAIN_SLOT = re.compile(r"^train(?:_(?P<slot>[1-9]\d*))?$")
 _DEPLOY_NODES = ("deploy", "smoke_test")
 # select_best's model_<slot> inputs read train slot <slot>'s output; they are optional.
@@ -50,9 +58,13 @@ def train_slot(node: str) -> int | None:
 
 
 def plan_nodes(
-    nodes: list[str], *, candidate_count: int, deploy_target: str
+    nodes: list[str], *, candidate_count: int, deploy_target: str, phase: str = WHOLE
 ) -> tuple[list[str], dict[str, set[str]]]:
-    """(nodes to run in their order, node -> inputs to leave unbound)."""
+    """(nodes to run in their order, node -> inputs to leave unbound). `phase` is
+    WHOLE (one job), PROBE (the drift probe) or TRAINING (what runs after the probe
+    decided `retrain`)."""
+    if phase == PROBE:
+        return [n for n in nodes if n in PROBE_NODES], {}
     dropped_slots = {
         slot for n in nodes if (slot := train_slot(n)) is not None and slot >= candidate_count
     }
@@ -61,12 +73,25 @@ def plan_nodes(
         for n in nodes
         if not ((slot := train_slot(n)) is not None and slot in dropped_slots)
         and not (deploy_target == "none" and n in _DEPLOY_NODES)
+        and not (phase == TRAINING and n in PROBE_NODES)
     ]
     unbind = {_SELECTION_NODE: {f"model_{slot}" for slot in dropped_slots}}
     return keep, {k: v for k, v in unbind.items() if v and k in keep}
 
 
-def planned_nodes(*, candidate_count: int, deploy_target: str) -> list[str]:
+def can_skip(retrain_policy: str) -> bool:
+    """Whether check_drift may decide `skip` under this policy (then the run starts as
+    a drift probe)."""
+    return retrain_policy != "always"
+
+
+def probe_output_uri(probe_job: str, output: str) -> str:
+    """Where the probe's node writes `output` (a datastore path fixed by the probe's
+    job name, so the training job can name it before either job has run)."""
+    return f"azureml://datastores/{PROBE_DATASTORE}/paths/aml-trigger/{probe_job}/{output}/"
+
+
+def planned_nodes(*, candidate_count: int, deploy_target: str, phase: str = WHOLE) -> list[str]:
     """plan_nodes over this checkout's pipeline YAML (a dry run sends nothing, so it
     cannot read the published component; publishing this checkout gives the same)."""
     import yaml
@@ -74,7 +99,9 @@ def planned_nodes(*, candidate_count: int, deploy_target: str) -> list[str]:
     from pipeline.publish import PIPELINE_YAML
 
     nodes = list(yaml.safe_load(PIPELINE_YAML.read_text(encoding="utf-8"))["jobs"])
-    return plan_nodes(nodes, candidate_count=candidate_count, deploy_target=deploy_target)[0]
+    return plan_nodes(
+        nodes, candidate_count=candidate_count, deploy_target=deploy_target, phase=phase
+    )[0]
 
 
 def per_request_job(
@@ -85,41 +112,89 @@ def per_request_job(
     candidate_count: int,
     deploy_target: str,
     published: dict[str, Any] | None = None,
+    phase: str = WHOLE,
+    probe_job: str | None = None,
 ) -> Any:
     """`job` (a PipelineJob of the pipeline component `component_id`) rebuilt as a job
-    of that component's step nodes, keeping only those `plan_nodes` keeps. Inputs,
-    settings, tags, properties, name and experiment are unchanged. `published`
-    caches pipeline components read (a version never changes once registered)."""
+    of that component's step nodes, keeping only those `plan_nodes` keeps for `phase`.
+    Inputs, settings, tags, properties, name and experiment are unchanged. A PROBE
+    writes what it hands over under its own name; a TRAINING job reads that from
+    `probe_job`. `published` caches pipeline components read (a version never changes
+    once registered)."""
+    from azure.ai.ml import Input, Output
     from azure.ai.ml.entities import Command, PipelineJob
 
     pipeline = _pipeline_component(client, component_id, {} if published is None else published)
     keep, unbind = plan_nodes(
-        list(pipeline.jobs), candidate_count=candidate_count, deploy_target=deploy_target
-    )
-    given = set(job.inputs)
+        list(pipeline.jobs), candidate_count=candidate_count, deploy_target=deploy_target,
+        phase=phase,
+    )  # fmt: skip
+    inputs = {k: _value(v) for k, v in job.inputs.items()}
+    handed = {}
+    if phase == TRAINING:
+        if probe_job is None:
+            raise ValueError("a training job after a drift probe needs the probe's job name")
+        for (node, output), name in HANDED_OVER.items():
+            handed[_node_output(node, output)] = f"${{{{parent.inputs.{name}}}}}"
+            inputs[name] = Input(type="uri_folder", path=probe_output_uri(probe_job, output))
+    given = set(inputs)
     jobs = {}
     for name in keep:
         node = pipeline.jobs[name]
+        bound = {k: _value(v) for k, v in node.inputs.items()}
         # An optional pipeline input the job does not give (dataset_config) leaves the
         # node input bound to it unbound: a job has no pipeline-level input to fall
-        # back on, and a binding to a missing parent input is not a value.
+        # back on, and a binding to a missing parent input is not a value. An input
+        # bound to a node this job lacks reads what the probe handed over, or (drift:
+        # optional, "no decision" means go on) is left out.
         leave_out = unbind.get(name, set()) | {
-            k for k, v in node.inputs.items() if _parent_input(_value(v)) not in (None, *given)
+            k for k, v in bound.items() if _parent_input(v) not in (None, *given)
         }
-        if leave_out:
-            bound = {k: _value(v) for k, v in node.inputs.items() if k not in leave_out}
-            node = Command(component=node.component, inputs=bound, compute=node.compute)
+        leave_out |= {
+            k
+            for k, v in bound.items()
+            if (source := _source_node(v)) is not None and source not in keep and v not in handed
+        }
+        rebind = {k: handed[v] for k, v in bound.items() if isinstance(v, str) and v in handed}
+        outputs = {}
+        if phase == PROBE:
+            outputs = {
+                output: Output(
+                    type="uri_folder", path=probe_output_uri(job.name, output), mode="rw_mount"
+                )
+                for (node_name, output), _ in HANDED_OVER.items()
+                if node_name == name
+            }
+        if leave_out or rebind or outputs:
+            bound = {k: rebind.get(k, v) for k, v in bound.items() if k not in leave_out}
+            node = Command(
+                component=node.component, inputs=bound, outputs=outputs or None,
+                compute=node.compute,
+            )  # fmt: skip
         jobs[name] = node
     return PipelineJob(
         name=job.name,
         display_name=job.display_name,
         experiment_name=job.experiment_name,
         jobs=jobs,
-        inputs={k: _value(v) for k, v in job.inputs.items()},
+        inputs=inputs,
         settings=job.settings,
         tags=dict(job.tags or {}),
         properties=dict(job.properties or {}),
     )
+
+
+def _node_output(node: str, output: str) -> str:
+    return f"${{{{parent.jobs.{node}.outputs.{output}}}}}"
+
+
+def _source_node(value: Any) -> str | None:
+    match = (
+        re.fullmatch(r"\$\{\{parent\.jobs\.(\w+)\.outputs\.\w+\}\}", value)
+        if isinstance(value, str)
+        else None
+    )
+    return match.group(1) if match else None
 
 
 def _pipeline_component(client: Any, component_id: str, published: dict[str, Any]) -> Any:

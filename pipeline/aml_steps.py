@@ -18,17 +18,27 @@ from pipeline.aml_status import step_record
 from pipeline.runs import StepRecord
 
 
-def child_steps(client: Any, job_name: str) -> list[StepRecord]:
-    """The steps of pipeline job `job_name`, in the order they started."""
+def child_runs(client: Any, job_name: str) -> list[Any]:
+    """The child runs of pipeline job `job_name` as the run history returns them (name,
+    status, times, error, tags)."""
     # The same run-history operations `jobs.list(parent_job_name=)` uses (private to
     # the SDK: the public call would add a GET of the parent and lose the times).
     operations = client.jobs._runs_operations._operation
-    runs = operations.get_child(
-        client.subscription_id, client.resource_group_name, client.workspace_name, job_name
+    return list(
+        operations.get_child(
+            client.subscription_id, client.resource_group_name, client.workspace_name, job_name
+        )
     )
+
+
+def child_steps(client: Any, job_name: str, runs: list[Any] | None = None) -> list[StepRecord]:
+    """The steps of pipeline job `job_name` (or of its child `runs`, already read), in
+    the order they started."""
+    if runs is None:
+        runs = child_runs(client, job_name)
     steps = [
         step_record(
-            _node_name(run),
+            node_name(run),
             run.status,
             run.start_time_utc,
             run.end_time_utc,
@@ -39,7 +49,7 @@ def child_steps(client: Any, job_name: str) -> list[StepRecord]:
     return sorted(steps, key=lambda s: (s.started_at is None, s.started_at or "", s.name))
 
 
-def _node_name(run: Any) -> str:
+def node_name(run: Any) -> str:
     # A pipeline node's child run is displayed under the node's name (prep, train_1...).
     return run.display_name or run.name or run.run_id
 

@@ -39,6 +39,7 @@ from pipeline.aml_jobs import (
 )
 from pipeline.aml_verification import describe_verification, submit_verification
 from pipeline.compute import step_computes
+from pipeline.drift_probe import after_probe, is_drift_probe, is_training, training_job
 from pipeline.preemption import follow, is_retry
 from pipeline.request import TrainingRequest
 from pipeline.runs import RUN_ID_PATTERN, RunRecord
@@ -179,15 +180,32 @@ class AmlSubmitter:
         else:
             record = self._followed(client, job)
             return self._with_steps(client, record) if with_steps else record
-        # A member's preemption retries carry the group too; they are followed from it.
-        members = [j for j in self._group_jobs(client, run_id) if not is_retry(j)]
+        # A member's preemption retries and training job carry the group too; they are
+        # followed from it.
+        members = [j for j in self._group_jobs(client, run_id) if not _follows_up(j)]
         if not members:
             raise RunNotFound(run_id)
         return group_record(run_id, [self._followed(client, j) for j in members])
 
     def _followed(self, client: Any, job: Any) -> RunRecord:
-        """The job's record, its failure explained and a preempted attempt retried."""
-        return follow(client, job, retries=self.settings.aml_preemption_retries)
+        """The job's record, its failure explained and a preempted attempt retried; a
+        drift probe's is the run's: completed on a skip, else its training job's
+        (submitted once the probe decided `retrain`: pipeline/drift_probe.py)."""
+        retries = self.settings.aml_preemption_retries
+        record = follow(client, job, retries=retries)
+        if not is_drift_probe(job):
+            return record
+        return after_probe(
+            client,
+            job,
+            record,
+            follow=lambda c, j: follow(c, j, retries=retries),
+            build_training=lambda: training_job(client, job, published=self._published()),
+        )
+
+    def _published(self) -> dict[str, Any]:
+        """Pipeline components read, by ARM id (a version never changes once published)."""
+        return self.__dict__.setdefault("_published_pipelines", {})
 
     def list_runs(self, limit: int = 20) -> list[RunRecord]:
         """The newest pipeline jobs this service submitted (one record per job)."""
@@ -200,7 +218,15 @@ class AmlSubmitter:
             )
         except Exception as exc:  # noqa: BLE001 - mapped
             raise self._error(exc, "listing runs") from None
-        records = [self._with_steps(client, self._record(job)) for job in jobs if job is not None]
+        # One record per run: a probe's training job and a preempted job's retries are
+        # read through the job they follow.
+        records = [
+            self._with_steps(
+                client, self._followed(client, job) if is_drift_probe(job) else self._record(job)
+            )
+            for job in jobs
+            if job is not None and not _follows_up(job)
+        ]
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
     def cancel(self, run_id: str) -> RunRecord:
@@ -266,8 +292,24 @@ class AmlSubmitter:
             )
             text = yaml.safe_dump(job._to_dict(), sort_keys=False)
             jobs.append({"name": job_name, "compute": compute, "job_yaml": text})
-        from pipeline.aml_job_graph import planned_nodes
+        from pipeline.aml_job_graph import PROBE, TRAINING, can_skip, planned_nodes
 
+        candidate_count = len(request.candidates) or 1
+        deploy_target = request.deploy_target or self.settings.deployment_defaults()[0]
+        policy = self._inputs(request, run_id, trigger, None, version, None)["retrain_policy"]
+        probe = can_skip(policy)
+        nodes = planned_nodes(
+            candidate_count=candidate_count,
+            deploy_target=deploy_target,
+            phase=PROBE if probe else "whole",
+        )
+        after = {}
+        if probe:
+            # retrain_policy on_drift / min_new_rows: a drift probe first, then (on
+            # `retrain` only) the training job (pipeline/drift_probe.py).
+            after["nodes_after_retrain_decision"] = planned_nodes(
+                candidate_count=candidate_count, deploy_target=deploy_target, phase=TRAINING
+            )
         return {
             "backend": "aml",
             "mode": "pipeline_job",
@@ -275,10 +317,8 @@ class AmlSubmitter:
             "experiment": request.experiment,
             # Submitting builds the job from the published step components and starts
             # only these nodes; the YAML below names the pipeline component they form.
-            "nodes": planned_nodes(
-                candidate_count=len(request.candidates) or 1,
-                deploy_target=request.deploy_target or self.settings.deployment_defaults()[0],
-            ),
+            "nodes": nodes,
+            **after,
             "job_yaml": jobs[0]["job_yaml"],
             # A fan-out is several jobs: each one's YAML, the first one's above too.
             **({"jobs": jobs} if len(jobs) > 1 else {}),
@@ -426,8 +466,16 @@ class AmlSubmitter:
     ) -> Any:
         """The job rebuilt from the published step components without the nodes this
         request does not use (pipeline/aml_job_graph.py)."""
-        from pipeline.aml_job_graph import per_request_job
+        from pipeline.aml_job_graph import PROBE, WHOLE, can_skip, per_request_job
+        from pipeline.drift_probe import PROP_DRIFT_PROBE, PROP_PIPELINE
 
+        probe = can_skip(str(_input_value(job.inputs["retrain_policy"])))
+        if probe:
+            job.properties = {
+                **(job.properties or {}),
+                PROP_DRIFT_PROBE: "true",
+                PROP_PIPELINE: component_id,
+            }
         try:
             return per_request_job(
                 client,
@@ -435,7 +483,8 @@ class AmlSubmitter:
                 component_id=component_id,
                 candidate_count=len(request.candidates) or 1,
                 deploy_target=request.deploy_target or self.settings.deployment_defaults()[0],
-                published=self.__dict__.setdefault("_published_pipelines", {}),
+                published=self._published(),
+                phase=PROBE if probe else WHOLE,
             )
         except Exception as exc:  # noqa: BLE001 - mapped
             raise self._error(exc, f"reading pipeline component {component_id}") from None
@@ -536,13 +585,18 @@ class AmlSubmitter:
         """The record with its steps from the job's child jobs (pipeline jobs only; a
         job not started yet has none). Steps are detail: failing to read them leaves
         the run's own state as it is and says why in `extra`."""
-        if record.status == "queued" or record.extra.get("batch_endpoint"):
+        # A drift probe's run: the probe's steps, then its training job's (if any).
+        jobs = list(record.extra.get("phase_jobs") or [])
+        if record.status == "queued" and jobs:
+            jobs = jobs[:-1]  # the last job has not started: it has no steps yet
+        if not jobs and (record.status == "queued" or record.extra.get("batch_endpoint")):
             return record
         from pipeline.aml_steps import child_steps
 
         try:
             # The latest attempt's nodes (a preemption retry is a job of its own).
-            steps = child_steps(client, record.extra.get("job_name") or record.run_id)
+            names = jobs or [record.extra.get("job_name") or record.run_id]
+            steps = [step for name in names for step in child_steps(client, name)]
         except Exception as exc:  # noqa: BLE001 - reported in extra
             problem = self._error(exc, f"reading the steps of {record.run_id}")
             message = getattr(problem, "message", None) or f"{type(exc).__name__}: {exc}"
@@ -551,6 +605,15 @@ class AmlSubmitter:
 
     def _error(self, exc: BaseException, action: str) -> Exception:
         return to_submission_error(exc, action=action, workspace=self.workspace)
+
+
+def _follows_up(job: Any) -> bool:
+    """A job that continues another one's run: a preemption retry, a training job."""
+    return is_retry(job) or is_training(job)
+
+
+def _input_value(item: Any) -> Any:
+    return getattr(item, "_data", item)
 
 
 def _check_run_id(run_id: str) -> None:

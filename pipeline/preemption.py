@@ -69,34 +69,46 @@ def follow(client: Any, job: Any, *, retries: int) -> RunRecord:
 
 
 def _attempt(client: Any, original: Any, name: str) -> Any:
-    """The retry `name` of `original`: the job if it exists, else submitted now."""
+    """The retry `name` of `original`: the job if it exists, else submitted now; None
+    when it can be neither read nor submitted (the failure stands)."""
+    try:
+        return get_or_submit(
+            client, name, lambda: _copy(client, original, name), experiment=original.experiment_name
+        )
+    except Exception:  # noqa: BLE001 - the failure stands
+        return None
+
+
+def get_or_submit(client: Any, name: str, build: Any, *, experiment: str | None) -> Any:
+    """Job `name` as Azure ML has it, submitted from `build()` first if it does not
+    exist yet. The name is fixed by the caller, so two status reads at once submit it
+    once: the second PUT is "already exists" and the job is read. Raises what the
+    service answered otherwise."""
     try:
         return client.jobs.get(name)
     except Exception as exc:  # noqa: BLE001 - only 404 means "not submitted yet"
         if getattr(exc, "status_code", None) != 404:
-            return None
-    # A fresh copy of the original to rename (the SDK's job objects do not deep-copy).
+            raise
     try:
-        retry = client.jobs.get(original.name)
-    except Exception:  # noqa: BLE001 - the failure stands
-        return None
+        return client.jobs.create_or_update(build(), experiment_name=experiment)
+    except Exception as exc:  # noqa: BLE001 - a concurrent read submitted it first
+        from pipeline.aml_submitter import already_exists
+
+        if not already_exists(exc):
+            raise
+    return client.jobs.get(name)
+
+
+def _copy(client: Any, original: Any, name: str) -> Any:
+    # A fresh copy of the original to rename (the SDK's job objects do not deep-copy).
+    retry = client.jobs.get(original.name)
     retry.name = retry.display_name = name
     # Only our properties are copied: the service's own (start/end times, git) and the
     # read-only studio link describe the failed attempt.
     own = {k: v for k, v in (original.properties or {}).items() if k.startswith("aml_trigger.")}
     retry.properties = {**own, PROP_RUN_ID: name, PROP_RETRY_OF: original.name}
     retry.services = None
-    try:
-        return client.jobs.create_or_update(retry, experiment_name=original.experiment_name)
-    except Exception as exc:  # noqa: BLE001 - a concurrent check submitted it first
-        from pipeline.aml_submitter import already_exists
-
-        if not already_exists(exc):
-            return None
-    try:
-        return client.jobs.get(name)
-    except Exception:  # noqa: BLE001 - the failure stands
-        return None
+    return retry
 
 
 def _with_reason(record: RunRecord, reason: str, attempts: int) -> RunRecord:

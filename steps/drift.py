@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -320,6 +321,7 @@ def check_drift(
         same = bool(data_location) and champion.data_location == data_location
         figures = measure(prepared, champion.profile, same_location=same)
     decision = decide(policy, figures, champion_version=champion.version, note=champion.note)
+    tag_run(decision)
     summary = summarize(decision, figures, policy, champion)
     if figures is None:
         from steps.prepared import PROFILE_FILE
@@ -366,6 +368,22 @@ def summarize(
             psi=dict(sorted(figures.psi.items(), key=lambda kv: -kv[1])),
         )
     return summary
+
+
+def tag_run(decision: RetrainDecision) -> None:
+    """Tag the step's own MLflow run with the decision, when the job gives it one: on
+    Azure ML the runtime sets MLFLOW_RUN_ID to the step's child job
+    (azure-sdk-for-python#38813), and the service reads these tags from the run history
+    to start training only on `retrain` (pipeline/drift_probe.py holds the names).
+    Locally no step has a run of its own, and the run record reads summary.json."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "aml_trigger.drift_decision", decision.decision)
+    client.set_tag(run_id, "aml_trigger.drift_reason", decision.reason[:500])
 
 
 # -- for the steps after it -----------------------------------------------------------

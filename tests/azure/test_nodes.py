@@ -1,6 +1,7 @@
 """On Azure ML a run starts only the nodes that do work for its request: the job is
-built from the published step components, without unused candidate slots and
-without deploy/smoke_test when nothing is deployed (pipeline/aml_job_graph.py)."""
+built from the published step components, without unused candidate slots, without
+deploy/smoke_test when nothing is deployed, and (retrain policy on_drift or
+min_new_rows) as a drift probe first (pipeline/aml_job_graph.py)."""
 
 from __future__ import annotations
 
@@ -66,18 +67,14 @@ def test_a_deployment_adds_deploy_and_smoke_test(submitter, fake_azure, wire):
     assert body["inputs"]["endpoint_name"]["value"].startswith("porto-seguro-")
 
 
-def test_a_drift_skip_run_has_the_default_nodes_which_read_the_decision(
-    submitter, fake_azure, wire
-):
-    # The drift decision is taken at run time (check_drift), so it cannot prune the
-    # job: the nodes after it start and exit at once on `skip` (see aml_job_graph).
+def test_a_drift_policy_request_starts_only_the_two_nodes_that_decide(submitter, fake_azure, wire):
+    # The drift decision is taken at run time, so a request that may skip starts as a
+    # probe; the training nodes follow in a job of their own only on `retrain`
+    # (pipeline/drift_probe.py; tests/azure/test_drift_probe.py follows both jobs).
     request = TrainingRequest(retrain={"retrain_policy": "on_drift"})
     body = _submit(submitter, fake_azure, wire, request)
 
-    assert list(body["jobs"]) == CORE
-    decision = "${{parent.jobs.check_drift.outputs.drift}}"
-    assert _binding(body, "train", "drift") == decision
-    assert _binding(body, "score_champion", "drift") == decision
+    assert list(body["jobs"]) == ["prep", "check_drift"]
     assert body["inputs"]["retrain_policy"]["value"] == "on_drift"
 
 

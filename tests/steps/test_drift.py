@@ -193,6 +193,28 @@ def test_first_run_without_a_champion_retrains(session_home, prepared, tmp_path,
     assert summary["new_rows"] == 20_000 and summary["psi"] == {}
 
 
+def test_inside_a_job_the_decision_is_tagged_on_the_steps_own_run(
+    session_home, prepared, tmp_path, monkeypatch
+):
+    """On Azure ML the runtime names the step's own run (MLFLOW_RUN_ID); the service
+    reads the decision from its tags to start training or not (pipeline/drift_probe.py)."""
+    import mlflow
+
+    from pipeline.drift_probe import TAG_DECISION, TAG_REASON
+    from steps.tracking import configure_tracking
+
+    use_env(monkeypatch, mlflow_env(session_home))
+    client = mlflow.MlflowClient(tracking_uri=mlflow_env(session_home)["MLFLOW_TRACKING_URI"])
+    run = client.create_run(configure_tracking())
+    monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
+
+    assert drift.main(drift_args(prepared, tmp_path / "d", "no-such-model")) == 0
+
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags[TAG_DECISION] == "retrain"
+    assert tags[TAG_REASON] == read(tmp_path / "d")["reason"]
+
+
 @pytest.mark.slow
 def test_undrifted_drop_is_skipped_with_its_figures_and_a_drifted_one_retrained(champion, tmp_path):
     calm = a_drop(tmp_path, "calm", seed=12, drift_by=0.0)
