@@ -12,20 +12,29 @@ YAML), minus the nodes the request cannot use:
   them are optional in its component and left out);
 - deploy and smoke_test when deploy_target is `none`.
 
-What is not pruned, and why: the drift decision (retrain_policy on_drift or
-min_new_rows) is taken at run time by check_drift, so it cannot shape the job at
-submission. Azure ML's runtime branching (`dsl.condition` / if_else) needs a
-boolean *control* output (`is_control: true`) of check_drift. How a node hands the
-service that value is not documented: the SDK's own expression components run
-`mldesigner execute` (azure/ai/ml/entities/_job/pipeline/_pipeline_expression.py),
-and mldesigner 0.1.0b23 writes it as the run property `azureml.pipeline.control`
-through a PATCH of `history/v1.0/.../experimentids/{exp}/runs/{run}` built from
-MLflow's private host credentials (mldesigner/_utils.py,
-_write_properties_to_run_history; "TODO(1955852): handle control outputs for
-mldesigner execute"). A private protocol that the offline fakes cannot hold against
-the service is not something to build a run's correctness on; so on a skip decision
-the later nodes start and exit at once, each saying why (steps/drift.py), as they
-do locally.
+After a drift skip, nothing: the drift decision (retrain_policy on_drift or
+min_new_rows) is taken at run time by check_drift, so it cannot shape one job at
+submission. Azure ML's runtime branching (`dsl.condition` / if_else) needs a boolean
+*control* output (`is_control: true`) of check_drift, and "Primitive types output
+isn't supported" for components (Microsoft Learn, "Manage component and pipeline
+inputs and outputs"): the SDK's own expression components run `mldesigner execute`
+(azure/ai/ml/entities/_job/pipeline/_pipeline_expression.py), and mldesigner
+0.1.0b23 writes the value as the run property `azureml.pipeline.control` through a
+PATCH of `history/v1.0/.../experimentids/{exp}/runs/{run}` built from MLflow's
+private host credentials (mldesigner/_utils.py, _write_properties_to_run_history;
+"TODO(1955852): handle control outputs for mldesigner execute"). A private protocol
+that the offline fakes cannot hold against the service is not something to build a
+run's correctness on. So such a run is two jobs (pipeline/drift_probe.py): the
+PROBE (prep and check_drift; prep writes its output to a datastore path named by
+the probe, "Customize output paths" in the same Learn page), then, only when
+check_drift decided `retrain`, the TRAINING job: the nodes after check_drift, their
+`prepared` input bound to a job input on that path (a datastore path is in that
+page's table of input and output locations pipelines support; the
+`azureml://jobs/<job>/outputs/<output>` form is documented only as a model's path,
+"Work with models"), their optional `drift` input left out (no decision: go on), so
+they train on exactly the data check_drift judged, with no second prep.
+A schedule's job stays one job (no status read of ours starts a second one), and its
+later nodes exit at once on a skip, each saying why, as they do locally.
 
 Pure planning (`plan_nodes`) is separate from the SDK calls (`per_request_job`).
 """

@@ -147,6 +147,24 @@ def test_a_retrain_submits_the_training_nodes_once_under_the_same_run_id(
     assert first.path.endswith("/jobs/run-dp")
 
 
+def test_two_reads_at_once_submit_the_training_job_once(submitter, fake_azure, jobs, wire):
+    _probe(submitter, fake_azure, jobs)
+    jobs.finish("run-dp", "Completed")
+    wire.run_history(fake_azure, {"run-dp": _decided(wire, "retrain", "no champion yet")})
+    submitter.get("run-dp", with_steps=False)
+    # A second reader that looked before the first one's PUT landed: its GET said 404,
+    # its PUT is refused as "already exists", and it reads the job the first submitted.
+    not_yet = wire.error(404, "UserError", "job run-dp-retrain not found")
+    fake_azure.on("GET", r"/jobs/run-dp-retrain\?", not_yet, jobs.get)
+
+    record = submitter.get("run-dp", with_steps=False)
+
+    puts = [p.path.rsplit("/", 1)[-1] for p in fake_azure.requests("PUT", "/jobs/")]
+    assert puts == ["run-dp", "run-dp-retrain", "run-dp-retrain"]  # the third refused
+    assert list(jobs.stored) == ["run-dp", "run-dp-retrain"]
+    assert record.status == "queued" and record.extra["job_name"] == "run-dp-retrain"
+
+
 def test_the_run_lists_the_steps_of_both_jobs_in_order(submitter, fake_azure, jobs, wire):
     _probe(submitter, fake_azure, jobs)
     jobs.finish("run-dp", "Completed")
@@ -259,3 +277,23 @@ def test_the_decision_is_read_from_check_drifts_tags():
         "decision": "skip", "reason": "r"}  # fmt: skip
     assert drift_decision([Run("check_drift", {TAG_DECISION: "maybe"})]) is None
     assert drift_decision([Run("prep", {TAG_DECISION: "skip"})]) is None
+
+
+def test_a_fan_out_probes_and_trains_per_compute(submitter, fake_azure, jobs, wire):
+    request = TrainingRequest(compute=["cpu-a", "cpu-b"], retrain={"retrain_policy": "on_drift"})
+    submitter.submit(request, run_id="run-dp", trigger="http")
+    for member in ("run-dp-cpu-a", "run-dp-cpu-b"):
+        jobs.finish(member, "Completed")
+    decided = _decided(wire, "retrain", "no champion yet")
+    wire.run_history(fake_azure, {"run-dp-cpu-a": decided, "run-dp-cpu-b": decided})
+
+    first = submitter.get("run-dp", with_steps=False)
+    again = submitter.get("run-dp", with_steps=False)  # the training jobs are listed now
+
+    puts = [p.path.rsplit("/", 1)[-1] for p in fake_azure.requests("PUT", "/jobs/")]
+    assert puts == ["run-dp-cpu-a", "run-dp-cpu-b", "run-dp-cpu-a-retrain", "run-dp-cpu-b-retrain"]
+    for record in (first, again):
+        assert [j["job_name"] for j in record.extra["jobs"]] == [
+            "run-dp-cpu-a-retrain",
+            "run-dp-cpu-b-retrain",
+        ]
