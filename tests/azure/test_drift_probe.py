@@ -297,3 +297,30 @@ def test_a_fan_out_probes_and_trains_per_compute(submitter, fake_azure, jobs, wi
             "run-dp-cpu-a-retrain",
             "run-dp-cpu-b-retrain",
         ]
+
+
+def test_run_ended_events_start_the_training_then_settle_the_run(submitter, fake_azure, jobs, wire):
+    from triggers import decode
+    from triggers.monitor import RunMonitor
+    from triggers.runtime import build_service
+
+    service = build_service(submitter.settings, submitter=submitter)
+    run_id = service.submit_request(ON_DRIFT, trigger="http", idempotency_key="http:ev").run.run_id
+    monitor = RunMonitor(service)
+
+    def job_ended(job: str) -> str:
+        """The run a RunStatusChanged event of `job` names, decoded as run_event does."""
+        jobs.finish(job, "Completed")
+        data = {"runId": job, "runStatus": "Completed", "experimentName": "aml-trigger",
+                "runProperties": jobs.stored[job]["properties"]["properties"]}  # fmt: skip
+        return decode.run_ended(decode.RUN_STATUS_CHANGED, data).run_id
+
+    wire.run_history(fake_azure, {run_id: _decided(wire, "retrain", "no champion yet")})
+    assert monitor.run_ended(job_ended(run_id)).finished == []  # the training job started
+    assert list(jobs.stored) == [run_id, f"{run_id}-retrain"]
+
+    report = monitor.run_ended(job_ended(f"{run_id}-retrain"))  # its event names the run
+
+    assert report.finished == [run_id]
+    assert service.ledger.by_run_id(run_id).run_status == "completed"
+    assert len(fake_azure.requests("PUT", "/jobs/")) == 2
