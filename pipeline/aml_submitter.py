@@ -6,8 +6,10 @@ The run id comes from the idempotency key, so a retried or redelivered submissio
 names the same job and Azure ML refuses to start it twice (HTTP 409): that is
 "already submitted", and the existing job is returned. Several compute targets fan
 out into one job per compute, `<run_id>-<compute>`, sharing the comparison group
-`run_id`. With AML_BATCH_ENDPOINT set, runs invoke a pipeline-component deployment
-of a batch endpoint instead (the v2 successor of published pipeline endpoints).
+`run_id`. A request whose retrain policy can skip starts as a drift probe, and its
+training job follows only on `retrain` (pipeline/drift_probe.py). With
+AML_BATCH_ENDPOINT set, runs invoke a pipeline-component deployment of a batch
+endpoint instead (the v2 successor of published pipeline endpoints).
 
 azure.ai.ml is imported inside methods only: importing it costs over a second and
 the Functions app must stay light at load.
