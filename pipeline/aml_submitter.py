@@ -220,14 +220,13 @@ class AmlSubmitter:
             )
         except Exception as exc:  # noqa: BLE001 - mapped
             raise self._error(exc, "listing runs") from None
-        # One record per run: a probe's training job and a preempted job's retries are
-        # read through the job they follow.
+        # A drift probe is listed as its run (its training job read through it).
         records = [
             self._with_steps(
                 client, self._followed(client, job) if is_drift_probe(job) else self._record(job)
             )
             for job in jobs
-            if job is not None and not _follows_up(job)
+            if job is not None and not is_training(job)
         ]
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
@@ -294,7 +293,7 @@ class AmlSubmitter:
             )
             text = yaml.safe_dump(job._to_dict(), sort_keys=False)
             jobs.append({"name": job_name, "compute": compute, "job_yaml": text})
-        from pipeline.aml_job_graph import PROBE, TRAINING, can_skip, planned_nodes
+        from pipeline.aml_job_graph import PROBE, TRAINING, WHOLE, can_skip, planned_nodes
 
         candidate_count = len(request.candidates) or 1
         deploy_target = request.deploy_target or self.settings.deployment_defaults()[0]
@@ -303,7 +302,7 @@ class AmlSubmitter:
         nodes = planned_nodes(
             candidate_count=candidate_count,
             deploy_target=deploy_target,
-            phase=PROBE if probe else "whole",
+            phase=PROBE if probe else WHOLE,
         )
         after = {}
         if probe:
