@@ -128,12 +128,16 @@ def _accept(req: func.HttpRequest, submit: str) -> func.HttpResponse:
 @_handles_errors
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     raw = req.params.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+    detail = [{"path": "limit", "value": raw[:40], "message": "integer 1-200"}]
+    # ASCII digits only: str.isdigit also takes '²', which int() then refuses.
+    if not re.fullmatch(r"[0-9]{1,6}", raw, flags=re.ASCII):
         raise HttpError(
-            422,
-            "invalid_query",
-            f"limit must be an integer from 1 to 200 (got {raw!r})",
-            [{"path": "limit", "value": raw, "message": "integer 1-200"}],
+            400, "invalid_query", f"limit must be an integer from 1 to 200 (got {raw[:40]!r})",
+            detail,
+        )  # fmt: skip
+    if not 1 <= int(raw) <= 200:
+        raise HttpError(
+            422, "invalid_query", f"limit must be an integer from 1 to 200 (got {raw!r})", detail
         )
     runs = runtime.service().list_runs(int(raw))
     return json_response({"runs": [r.model_dump(mode="json") for r in runs]})

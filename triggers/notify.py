@@ -76,7 +76,7 @@ def check_callback_url(url: str, *, local: bool, resolve: Resolver = resolve_hos
         return []  # connect by name
     try:
         addresses = resolve(host, port)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
         raise UnsafeCallback(f"callback_url host {host!r} does not resolve ({exc})") from None
     if not addresses:
         raise UnsafeCallback(f"callback_url host {host!r} does not resolve")
@@ -163,8 +163,10 @@ class CallbackNotifier:
                 return Delivery(False, attempt, None, str(exc))
             try:
                 status = self._post(url, body, addresses[0] if addresses else None)
-            except OSError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"
+            except (OSError, UnicodeError, http.client.HTTPException) as exc:
+                # The receiver's answer is input too: a garbled status line or a
+                # name IDNA cannot encode is a failed attempt, not a crash.
+                status, error = None, f"{type(exc).__name__}: {exc}"[:300]
             else:
                 if 200 <= status < 300:
                     return Delivery(True, attempt, status)
