@@ -108,9 +108,13 @@ def run_link(record: RunRecord, base_url: str) -> str:
     return record.extra.get("studio_url") or f"{base_url.rstrip('/')}/api/runs/{record.run_id}"
 
 
-def run_summary(record: RunRecord, *, run_url: str) -> dict[str, Any]:
+def run_summary(record: RunRecord, *, run_url: str, home) -> dict[str, Any]:
+    """The callback's payload (and the ended run's status answer). `home`:
+    AML_TRIGGER_HOME, which paths in errors are shown relative to (disclosure.py)."""
+    from triggers.disclosure import Disclosure
+
     gate = record.gate or {}
-    return {
+    summary = {
         "run_id": record.run_id,
         "status": record.status,
         "trigger": record.trigger,
@@ -124,6 +128,7 @@ def run_summary(record: RunRecord, *, run_url: str) -> dict[str, Any]:
         "run_url": run_url,
         "error": record.error,
     }
+    return Disclosure(home).value(summary)
 
 
 class CallbackNotifier:
