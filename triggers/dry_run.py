@@ -64,11 +64,12 @@ def plan(description: dict[str, Any], *, request: dict[str, Any], disclosure: Di
     """The public plan of a submitter's `describe` output."""
     backend = description.get("backend", "local")
     mode = description.get("mode") or "local_pipeline"
-    jobs = description.get("jobs") or (
-        [{"name": description.get("run_id"), "job_yaml": description["job_yaml"]}]
-        if description.get("job_yaml")
-        else []
-    )
+    single = {
+        "name": description.get("run_id"),
+        "compute": (request.get("compute") or [None])[0],  # else AML_COMPUTE
+        "job_yaml": description.get("job_yaml"),
+    }
+    jobs = description.get("jobs") or ([single] if description.get("job_yaml") else [])
     return DryRunPlan(
         run_id=description["run_id"],
         backend=backend,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import time
 
@@ -13,7 +14,9 @@ import pytest
 
 import function_app
 from pipeline.settings import Settings
+from pipeline.storage import FolderStorage
 from triggers import runtime
+from triggers.events import BlobArrival
 from triggers.host.http_limits import HttpLimits
 from triggers.host.local_host import LocalHost
 from triggers.validation import JSON_MAX_DEPTH, JSON_MAX_INTEGER_DIGITS
@@ -279,3 +282,19 @@ def test_connections_beyond_the_cap_get_503_with_retry_after(start_host, no_trac
         time.sleep(0.05)
     else:
         pytest.fail("the host never served again after the connections closed")
+
+
+# --- blob names ---------------------------------------------------------------------------
+def test_a_file_whose_name_is_not_utf8_is_not_a_blob_and_the_drop_still_runs(
+    home, service, fake_submitter, clock
+):
+    drop = home / "storage" / "incoming" / "drops" / "a"
+    drop.mkdir(parents=True)
+    (drop / "part-1.csv").write_bytes(b"a,b\n1,2\n")
+    os.close(os.open(bytes(drop) + b"/part-\xff.csv", os.O_CREAT | os.O_WRONLY))
+    listed = [b.name for b in FolderStorage(home / "storage").list_blobs("incoming", "drops/")]
+    assert listed == ["drops/a/part-1.csv"]
+    service.on_blob(BlobArrival(container="incoming", name="drops/a/part-1.csv"))
+    clock.advance(3600)
+    [outcome] = service.sweep_drops()
+    assert outcome.created and fake_submitter.calls == 1
