@@ -47,6 +47,7 @@ def host(home, make_service):
     runtime.reset()
 
 
+@pytest.mark.fuzz
 @pytest.mark.timeout(400)
 def test_fuzzed_requests_get_no_5xx_and_answers_conform_to_the_openapi_document(host, tmp_path):
     command = [
