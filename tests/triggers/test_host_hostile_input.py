@@ -212,6 +212,15 @@ def test_a_body_cut_short_starts_nothing(host, fake_submitter):
     assert fake_submitter.calls == 1
 
 
+def test_a_chunked_body_nobody_reads_closes_the_connection(host):
+    with connect(host) as sock:
+        sock.sendall(b"POST /api/nothing HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
+                     b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")  # fmt: skip
+        status, headers, _ = read_answer(sock)
+        assert status == 404 and headers["connection"] == "close"
+        assert sock.recv(1024) == b""  # its chunks are never read as a next request
+
+
 def test_keep_alive_requests_share_a_connection(host):
     with connect(host) as sock:
         for _ in range(3):

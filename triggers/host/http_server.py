@@ -124,21 +124,18 @@ class FunctionsHttpServer:
         given = headers.get("x-functions-key") or query.get("code") or ""
         return hmac.compare_digest(given.encode(), self.key.encode())
 
-    def resolve(self, method: str, path: str):
-        """(function, route params) or (None, allowed methods) for the path."""
+    def resolve(self, method: str, path: str) -> tuple[HttpFunction | None, dict[str, str]]:
+        """The function serving `method` on `path` and its route params, else None:
+        a path served for other methods only is no route either (Azure's 404)."""
         prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
         if not path.startswith(prefix):
-            return None, set()
+            return None, {}
         rel = path[len(prefix) :].strip("/")
-        allowed: set[str] = set()
         for function in self.functions:
             params = function.match(rel)
-            if params is None:
-                continue
-            if method in function.methods:
+            if params is not None and method in function.methods:
                 return function, params
-            allowed |= function.methods
-        return None, allowed
+        return None, {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -200,14 +197,15 @@ class _Handler(BaseHTTPRequestHandler):
         path, query_text = _target(self.path)
         query = dict(parse_qsl(query_text, keep_blank_values=True))
         method = self.command.upper()
-        function, found = self.host.resolve(method, path) if path.startswith("/") else (None, set())
+        function, found = self.host.resolve(method, path) if path.startswith("/") else (None, {})
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         if function is None:
-            self._drain(length)
+            self._drain(length, chunked)
             return self._empty(404)
         if not self.host.authorised(function, self.headers, query):
-            self._drain(length)
+            self._drain(length, chunked)
             return self._empty(401)
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+        if chunked:
             self.close_connection = True
             return self._error(411, "length_required", "send the body with a Content-Length")
         if length > HOST_BODY_LIMIT:
@@ -248,8 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return body
 
-    def _drain(self, length: int) -> None:
-        if 0 < length <= HOST_BODY_LIMIT:
+    def _drain(self, length: int, chunked: bool) -> None:
+        """Read past an unwanted body so the connection can serve the next request,
+        or close it when the body's end is not known or too far."""
+        if chunked:
+            self.close_connection = True
+        elif 0 < length <= HOST_BODY_LIMIT:
             self._reading_body = True
             self.reader.expire_in(self.host.limits.body_timeout_s)
             self.rfile.read(length)
