@@ -30,11 +30,18 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"()<>,;:`]+")
 class Disclosure:
     def __init__(self, home: Path | str) -> None:
         roots = {str(Path(home).absolute()), str(Path(home).resolve()), str(CODE_ROOT)}
-        # Longest first, so the home wins over the code folder it may sit in.
-        self.roots = sorted((r.rstrip("/") for r in roots if r != "/"), key=len, reverse=True)
+        # Longest first, so the home wins over the code folder it may sit in. Matched
+        # literally (a home may hold spaces), as a whole path or a path's head.
+        ordered = sorted((r.rstrip("/") for r in roots if r != "/"), key=len, reverse=True)
+        self._roots = re.compile(
+            r"(?<![\w.:/~-])(?:"
+            + "|".join(map(re.escape, ordered))
+            + r")(?:/|(?![^\s'\"()<>,;:`]))"
+        )
 
     def text(self, value: str) -> str:
-        return _ABSOLUTE_PATH.sub(self._relative, value)
+        inside = self._roots.sub(lambda m: "" if m.group().endswith("/") else ".", value)
+        return _ABSOLUTE_PATH.sub(_last_segment, inside)
 
     def value(self, value: Any) -> Any:
         """`value` with every string in it passed through `text`."""
@@ -55,15 +62,12 @@ class Disclosure:
         shown["request"] = shown_request(request)
         return shown
 
-    def _relative(self, found: re.Match[str]) -> str:
-        path = found.group()
-        for root in self.roots:
-            if path == root:
-                return "."
-            if path.startswith(root + "/"):
-                return path[len(root) + 1 :]
-        name = path.rstrip("/").rpartition("/")[2]
-        return name + ("/" if path.endswith("/") and name else "")
+
+def _last_segment(found: re.Match[str]) -> str:
+    """An absolute path outside the home and the code: its last segment only."""
+    path = found.group()
+    name = path.rstrip("/").rpartition("/")[2]
+    return name + ("/" if path.endswith("/") and name else "")
 
 
 def shown_callback_url(url: str) -> str:

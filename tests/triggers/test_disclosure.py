@@ -130,6 +130,14 @@ def test_paths_are_relative_to_the_home_and_urls_untouched(text, shown):
     assert disclosure.text(text) == (text if shown is None else shown)
 
 
+def test_a_home_with_spaces_is_still_made_relative():
+    disclosure = Disclosure("/Users/Jo Doe/.local")
+    text = "data: /Users/Jo Doe/.local/storage/incoming/my drop does not exist"
+    assert disclosure.text(text) == "data: storage/incoming/my drop does not exist"
+    # A sibling whose name starts like the home is not inside it.
+    assert disclosure.text("/Users/Jo Doe/.localother/x") == "Jo Doe/.localother/x"
+
+
 # --- callback URLs ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("url", "shown"),
