@@ -15,6 +15,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,7 +134,12 @@ def run_summary(record: RunRecord, *, run_url: str, home) -> dict[str, Any]:
 
 class CallbackNotifier:
     """Delivers one JSON POST with bounded exponential backoff: retries on network
-    errors, 408/429 and 5xx; other 4xx answers are final (the receiver said no)."""
+    errors, 408/429 and 5xx; other 4xx answers are final (the receiver said no).
+
+    Each attempt ends within `attempt_deadline_s` whatever the receiver does:
+    `timeout_s` bounds each socket wait, but a receiver trickling its answer a
+    byte at a time would otherwise hold the delivering thread (the run monitor,
+    which also starts queued runs) for hours."""
 
     def __init__(
         self,
@@ -144,6 +150,7 @@ class CallbackNotifier:
         base_delay_s: float = 1.0,
         max_delay_s: float = 60.0,
         timeout_s: float = 10.0,
+        attempt_deadline_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.local = local
@@ -152,6 +159,7 @@ class CallbackNotifier:
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self.timeout_s = timeout_s
+        self.attempt_deadline_s = attempt_deadline_s
         self.sleep = sleep
 
     def check(self, url: str) -> None:
@@ -187,6 +195,11 @@ class CallbackNotifier:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn_type = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
         conn = conn_type(parts.hostname, parts.port, timeout=self.timeout_s, address=address)
+        # Past the deadline the socket is shut down under the blocked read, which
+        # then fails like a dropped connection (one failed attempt).
+        watchdog = threading.Timer(self.attempt_deadline_s, _shut_down, args=(conn,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             conn.request(
                 "POST",
@@ -198,7 +211,17 @@ class CallbackNotifier:
             response.read(65_536)
             return response.status
         finally:
+            watchdog.cancel()
             conn.close()
+
+
+def _shut_down(conn: http.client.HTTPConnection) -> None:
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class _PinnedHTTP(http.client.HTTPConnection):

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from triggers import runtime
 from triggers.events import BlobArrival
 from triggers.host.http_limits import HttpLimits
 from triggers.host.local_host import LocalHost
+from triggers.notify import CallbackNotifier
 from triggers.validation import JSON_MAX_DEPTH, JSON_MAX_INTEGER_DIGITS
 
 KEY = "hostile-test-key"
@@ -307,3 +309,59 @@ def test_a_file_whose_name_is_not_utf8_is_not_a_blob_and_the_drop_still_runs(
     clock.advance(3600)
     [outcome] = service.sweep_drops()
     assert outcome.created and fake_submitter.calls == 1
+
+
+# --- callback answers ---------------------------------------------------------------------
+class RawReceiver:
+    """A callback receiver that answers `answer` bytes, `pause_s` apart (forever
+    when `repeat`), whatever it was sent."""
+
+    def __init__(self, answer: bytes, *, pause_s: float = 0.0, repeat: bool = False) -> None:
+        self.answer, self.pause_s, self.repeat = answer, pause_s, repeat
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook?token=t"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(65536)
+                    while True:
+                        for byte in self.answer:
+                            conn.sendall(bytes([byte]))
+                            if self.stop.wait(self.pause_s):
+                                return
+                        if not self.repeat:
+                            break
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "kwargs"),
+    [
+        (b"HELLO\r\n\r\n", {}),
+        (b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 20, {"pause_s": 0.05, "repeat": True}),
+    ],
+    ids=["garbled-status-line", "trickled-forever"],
+)
+def test_a_hostile_callback_receiver_is_a_failed_attempt_not_a_crash_or_a_hang(answer, kwargs):
+    receiver = RawReceiver(answer, **kwargs)
+    notifier = CallbackNotifier(
+        local=True, attempts=2, timeout_s=5, attempt_deadline_s=0.5, sleep=lambda s: None
+    )
+    try:
+        delivery = notifier.send(receiver.url, {"run_id": "run-x"})
+    finally:
+        receiver.close()
+    assert not delivery.ok and delivery.attempts == 2 and delivery.error
