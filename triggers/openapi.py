@@ -140,7 +140,10 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "aml-trigger",
             "version": "1",
-            "description": "Submit and follow training runs of the Azure ML pipeline.",
+            "description": "Submit and follow training runs of the Azure ML pipeline. "
+            "Besides the answers listed per operation, the host itself answers 401 and 404 "
+            "with an empty body (as Azure's host does); the local host also 408 to a too "
+            "slow client and 503 with Retry-After beyond its connection limit.",
         },
         "servers": [{"url": "/api"}],
         "components": {
