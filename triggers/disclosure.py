@@ -75,9 +75,12 @@ def shown_callback_url(url: str) -> str:
     user info, which validation refuses anyway) are never shown."""
     try:
         parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a number: not shown either
+        port = ""
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.runs import RunRecord
+from triggers.disclosure import Disclosure, shown_callback_url
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -61,18 +62,20 @@ def _public(address: str) -> bool:
 
 def check_callback_url(url: str, *, local: bool, resolve: Resolver = resolve_host) -> list[str]:
     """The addresses to connect to, or UnsafeCallback. `local`: running on a laptop
-    (http to loopback allowed, no address restrictions for https)."""
+    (http to loopback allowed, no address restrictions for https). Messages show
+    the URL without its query (it may hold the receiver's token; they reach logs)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    shown = shown_callback_url(url)
     if parts.scheme not in {"https", "http"} or not host:
-        raise UnsafeCallback(f"callback_url {url!r} must be an absolute https:// URL")
+        raise UnsafeCallback(f"callback_url {shown!r} must be an absolute https:// URL")
     if parts.scheme == "http" and not (local and _is_loopback_name(host)):
         where = "only to loopback when running locally" if local else "not accepted in Azure"
-        raise UnsafeCallback(f"callback_url {url!r}: http is {where}; use https")
+        raise UnsafeCallback(f"callback_url {shown!r}: http is {where}; use https")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UnsafeCallback(f"callback_url {url!r} has an invalid port") from None
+        raise UnsafeCallback(f"callback_url {shown!r} has an invalid port") from None
     if local:
         return []  # connect by name
     try:
@@ -112,8 +115,6 @@ def run_link(record: RunRecord, base_url: str) -> str:
 def run_summary(record: RunRecord, *, run_url: str, home) -> dict[str, Any]:
     """The callback's payload (and the ended run's status answer). `home`:
     AML_TRIGGER_HOME, which paths in errors are shown relative to (disclosure.py)."""
-    from triggers.disclosure import Disclosure
-
     gate = record.gate or {}
     summary = {
         "run_id": record.run_id,

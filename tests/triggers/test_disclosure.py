@@ -212,3 +212,12 @@ def test_an_azure_ml_dry_run_plan_conforms_and_keeps_the_job_yaml(description):
     yamls = [j["job_yaml"] for j in description.get("jobs", [])] or [description.get("job_yaml")]
     assert [j["job_yaml"] for j in shown["jobs"]] == ([] if yamls == [None] else yamls)
     assert "azureml://datastores/d/paths/x/" in json.dumps(shown) or "jobs" in description
+
+
+def test_a_refused_callback_delivery_names_the_url_without_its_token():
+    from triggers.notify import CallbackNotifier
+
+    notifier = CallbackNotifier(local=False, resolve=lambda host, port: ["10.0.0.7"])
+    delivery = notifier.send(f"https://hooks.example/cb?{SECRET}", {"run_id": "run-x"})
+    assert not delivery.ok and "https://hooks.example/cb" in delivery.error
+    assert SECRET not in delivery.error  # it is logged and kept in the ledger
