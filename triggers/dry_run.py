@@ -66,7 +66,7 @@ def plan(description: dict[str, Any], *, request: dict[str, Any], disclosure: Di
     mode = description.get("mode") or "local_pipeline"
     single = {
         "name": description.get("run_id"),
-        "compute": (request.get("compute") or [None])[0],  # else AML_COMPUTE
+        "compute": _first_compute(request.get("compute")),  # None: AML_COMPUTE
         "job_yaml": description.get("job_yaml"),
     }
     jobs = description.get("jobs") or ([single] if description.get("job_yaml") else [])
@@ -91,6 +91,13 @@ def plan(description: dict[str, Any], *, request: dict[str, Any], disclosure: Di
         deployment=description.get("deployment"),
         request=shown_request(request) or {},
     )
+
+
+def _first_compute(compute: Any) -> str | None:
+    """A training request names a list of computes, a verification one compute."""
+    if isinstance(compute, list):
+        return compute[0] if compute else None
+    return compute if isinstance(compute, str) else None
 
 
 def _scalar(value: Any) -> InputValue:
