@@ -28,8 +28,10 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\"()<>,;:`]+")
 
 
 class Disclosure:
-    def __init__(self, home: Path | str) -> None:
-        roots = {str(Path(home).absolute()), str(Path(home).resolve()), str(CODE_ROOT)}
+    def __init__(self, home: Path | str | None) -> None:
+        roots = {str(CODE_ROOT)}
+        if home is not None:
+            roots |= {str(Path(home).absolute()), str(Path(home).resolve())}
         # Longest first, so the home wins over the code folder it may sit in. Matched
         # literally (a home may hold spaces), as a whole path or a path's head.
         ordered = sorted((r.rstrip("/") for r in roots if r != "/"), key=len, reverse=True)

@@ -51,6 +51,7 @@ def _handles_errors(handler: Callable[..., func.HttpResponse]):
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         from pipeline.settings import SettingsError
         from pipeline.submitter import RunNotFound, SubmissionError
+        from triggers.disclosure import Disclosure
         from triggers.validation import RequestError
 
         try:
@@ -64,7 +65,8 @@ def _handles_errors(handler: Callable[..., func.HttpResponse]):
             message = _disclosure().text(exc.message)
             return error_response(status, exc.code, f"the pipeline backend refused: {message}")
         except SettingsError as exc:
-            return error_response(503, "misconfigured", _disclosure().text(str(exc)))
+            # No service to ask for the home: it is what failed to build.
+            return error_response(503, "misconfigured", Disclosure(None).text(str(exc)))
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
             return error_response(500, "internal_error", "internal error; see the service log")

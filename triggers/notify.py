@@ -112,9 +112,10 @@ def run_link(record: RunRecord, base_url: str) -> str:
     return record.extra.get("studio_url") or f"{base_url.rstrip('/')}/api/runs/{record.run_id}"
 
 
-def run_summary(record: RunRecord, *, run_url: str, home) -> dict[str, Any]:
+def run_summary(record: RunRecord, *, run_url: str, home=None) -> dict[str, Any]:
     """The callback's payload (and the ended run's status answer). `home`:
-    AML_TRIGGER_HOME, which paths in errors are shown relative to (disclosure.py)."""
+    AML_TRIGGER_HOME, which paths in errors are shown relative to; without it an
+    absolute path is shown by its last segment (disclosure.py). Never absolute."""
     gate = record.gate or {}
     summary = {
         "run_id": record.run_id,
