@@ -150,7 +150,24 @@ class OverflowRejecter:
                 sock.sendall(self._answer)
             except OSError:
                 pass
-            _close(sock)
+            linger_close(sock)
+
+
+def linger_close(sock: socket.socket, seconds: float = 1.0) -> None:
+    """Close after the answer without resetting it: closing a socket with unread
+    input makes the kernel send RST, and a client may then lose the answer it had
+    not read yet. So stop writing, read (and drop) what still comes until the client
+    closes or `seconds` pass, then close."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+    sock.close()
 
 
 def _close(sock: socket.socket) -> None:

@@ -30,6 +30,7 @@ from triggers.host.http_limits import (
     HttpLimits,
     OverflowRejecter,
     error_body,
+    linger_close,
     parse_content_length,
 )
 
@@ -75,6 +76,9 @@ class HostHttpServer(ThreadingHTTPServer):
             log.debug("connection from %s ended: %s", client_address[0], sys.exc_info()[1])
         else:
             log.exception("the HTTP server failed on a connection from %s", client_address[0])
+
+    def shutdown_request(self, request) -> None:
+        linger_close(request)
 
     def server_close(self) -> None:
         super().server_close()
