@@ -45,9 +45,9 @@ class HostHttpServer(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
-    def __init__(self, address, handler, limits: HttpLimits) -> None:
+    def __init__(self, address, handler, limits: HttpLimits | None = None) -> None:
         super().__init__(address, handler)
-        self.limits = limits
+        self.limits = limits = limits or HttpLimits()
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._overflow = OverflowRejecter(limits)
 
