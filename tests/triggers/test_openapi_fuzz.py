@@ -65,3 +65,12 @@ def test_fuzzed_requests_get_no_5xx_and_answers_conform_to_the_openapi_document(
     report = result.stdout[-12000:] + result.stderr[-3000:]
     assert result.returncode == 0, report
     assert "operations" in result.stdout.lower()  # it ran against the document
+
+
+def test_the_document_is_valid_openapi_3_1():
+    """Against the OpenAPI 3.1 meta-schema schemathesis validates documents with."""
+    import schemathesis
+
+    from triggers.openapi import openapi_document
+
+    schemathesis.openapi.from_dict(openapi_document()).validate()
