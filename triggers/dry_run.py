@@ -52,6 +52,11 @@ class DryRunPlan(BaseModel):
     jobs: list[PlannedJob] = Field(
         default_factory=list, description="The Azure ML job(s); several for a compute fan-out."
     )
+    nodes: list[str] = Field(
+        default_factory=list,
+        description="The pipeline nodes an Azure ML submission would start (the job YAML "
+        "names the whole pipeline component).",
+    )
     endpoint: str | None = Field(None, description="The batch endpoint (batch mode).")
     deployment: str | None = Field(None, description="Its deployment (batch mode).")
     request: dict[str, Any] = Field(
@@ -87,6 +92,7 @@ def plan(description: dict[str, Any], *, request: dict[str, Any], disclosure: Di
             )
             for j in jobs
         ],
+        nodes=[str(n) for n in description.get("nodes", [])],
         endpoint=description.get("endpoint"),
         deployment=description.get("deployment"),
         request=shown_request(request) or {},

@@ -191,6 +191,7 @@ def test_callback_query_is_kept_server_side_and_delivered_whole(host, home, serv
     "description",
     [
         {"backend": "aml", "mode": "pipeline_job", "run_id": "run-a", "experiment": "e",
+         "nodes": ["prep", "train"],
          "job_yaml": "name: run-a\ninputs:\n  training_data: azureml://datastores/d/paths/x/\n"},
         {"backend": "aml", "mode": "pipeline_job", "run_id": "run-a", "experiment": "e",
          "job_yaml": "name: run-a-c1\n",
@@ -215,6 +216,7 @@ def test_an_azure_ml_dry_run_plan_conforms_and_keeps_the_job_yaml(description):
     yamls = [j["job_yaml"] for j in description.get("jobs", [])] or [description.get("job_yaml")]
     assert [j["job_yaml"] for j in shown["jobs"]] == ([] if yamls == [None] else yamls)
     assert all(j["compute"] == "c1" for j in shown["jobs"][:1])
+    assert shown["nodes"] == description.get("nodes", [])
 
 
 def test_a_refused_callback_delivery_names_the_url_without_its_token():
