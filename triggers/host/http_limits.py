@@ -11,6 +11,9 @@ must not spawn a thread each. The limits (README, "Known limits"):
 - `body_timeout_s`: the whole body, and the writing of the answer; 408 past it;
 - `max_connections`: connections served at once (one thread each); beyond it a
   new connection is answered 503 with Retry-After and closed.
+
+HostHttpServer applies them to a stdlib ThreadingHTTPServer; http_server.py's
+handler reads through a DeadlineReader.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ import logging
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 
 log = logging.getLogger("aml_trigger.host.http")
 
@@ -94,6 +99,50 @@ class DeadlineReader(io.RawIOBase):
             self.expire_in(self._on_first_byte)
             self.received = count
         return count
+
+
+class HostHttpServer(ThreadingHTTPServer):
+    # The stdlib's backlog of 5 drops connections when a Logic App or a load
+    # balancer opens dozens at once (clients then wait a 1 s SYN retry).
+    request_queue_size = 128
+    daemon_threads = True
+
+    def __init__(self, address, handler, limits: HttpLimits | None = None) -> None:
+        super().__init__(address, handler)
+        self.limits = limits = limits or HttpLimits()
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._overflow = OverflowRejecter(limits)
+
+    def process_request(self, request, client_address) -> None:
+        # One thread per connection, at most max_connections of them.
+        if not self._slots.acquire(blocking=False):
+            self._overflow.reject(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that resets or vanishes is no fault of ours: no traceback.
+        if isinstance(sys.exc_info()[1], OSError):
+            log.debug("connection from %s ended: %s", client_address[0], sys.exc_info()[1])
+        else:
+            log.exception("the HTTP server failed on a connection from %s", client_address[0])
+
+    def shutdown_request(self, request) -> None:
+        linger_close(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._overflow.close()
 
 
 def error_body(code: str, message: str) -> bytes:

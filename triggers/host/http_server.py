@@ -18,7 +18,7 @@ import io
 import logging
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl
 
 import azure.functions as func
@@ -27,62 +27,15 @@ from triggers.host.functions import HttpFunction
 from triggers.host.http_limits import (
     ContentLengthError,
     DeadlineReader,
+    HostHttpServer,
     HttpLimits,
-    OverflowRejecter,
     error_body,
-    linger_close,
     parse_content_length,
 )
 
 log = logging.getLogger("aml_trigger.host.http")
 
 HOST_BODY_LIMIT = 100 * 1024 * 1024
-
-
-class HostHttpServer(ThreadingHTTPServer):
-    # The stdlib's backlog of 5 drops connections when a Logic App or a load
-    # balancer opens dozens at once (clients then wait a 1 s SYN retry).
-    request_queue_size = 128
-    daemon_threads = True
-
-    def __init__(self, address, handler, limits: HttpLimits | None = None) -> None:
-        super().__init__(address, handler)
-        self.limits = limits = limits or HttpLimits()
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
-        self._overflow = OverflowRejecter(limits)
-
-    def process_request(self, request, client_address) -> None:
-        # One thread per connection, at most max_connections of them.
-        if not self._slots.acquire(blocking=False):
-            self._overflow.reject(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request, client_address) -> None:
-        # A client that resets or vanishes is no fault of ours: no traceback.
-        import sys
-
-        if isinstance(sys.exc_info()[1], OSError):
-            log.debug("connection from %s ended: %s", client_address[0], sys.exc_info()[1])
-        else:
-            log.exception("the HTTP server failed on a connection from %s", client_address[0])
-
-    def shutdown_request(self, request) -> None:
-        linger_close(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self._overflow.close()
 
 
 class FunctionsHttpServer:
