@@ -181,7 +181,10 @@ class OverflowRejecter:
             _close(sock)  # already shedding as fast as one thread can
 
     def close(self) -> None:
-        self._queue.put(None)
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass  # a daemon thread: it ends with the process
 
     def _run(self) -> None:
         while (sock := self._queue.get()) is not None:
