@@ -17,7 +17,7 @@ import pytest
 import function_app
 from pipeline.settings import Settings
 from pipeline.storage import FolderStorage
-from triggers import runtime
+from triggers import decode, runtime
 from triggers.events import BlobArrival
 from triggers.host.http_limits import HttpLimits
 from triggers.host.local_host import LocalHost
@@ -364,3 +364,12 @@ def test_a_hostile_callback_receiver_is_a_failed_attempt_not_a_crash_or_a_hang(a
     finally:
         receiver.close()
     assert not delivery.ok and delivery.attempts == 2 and delivery.error
+
+
+# --- queue messages -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000, b"\xff\xfe", b'{"container": 1}', b"1" * 5000, b"null"]
+)
+def test_a_drop_window_message_that_is_not_ours_is_undecodable_not_a_crash(body):
+    with pytest.raises(decode.UndecodableEvent):
+        decode.drop_window(body)
