@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not azurite and not infra_lint" -q
+	$(BIN)/python -m pytest -m "not slow and not azurite and not infra_lint and not fuzz" -q
 
 test: $(STAMP) node_modules/.package-lock.json $(CHECKOV) lint
 	$(BIN)/python -m pytest -q

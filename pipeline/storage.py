@@ -116,6 +116,11 @@ class FolderStorage:
             return None
         if not full.is_file() or full.name.startswith("."):
             return None  # hidden files are in-progress writes (see put_blob)
+        if not _utf8(name):
+            # Blob names travel as UTF-8 (percent-encoded in the REST URL); a file
+            # whose name is not UTF-8 cannot be a blob, and would fail every key and
+            # log line it reached.
+            return None
         etag = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
         return BlobInfo(container, name, f'"{etag}"', st.st_size, st.st_mtime)
 
@@ -165,6 +170,14 @@ class FolderBlobClient:
             size=info.size,
             last_modified=datetime.fromtimestamp(info.last_modified, UTC),
         )
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # os.walk hands undecodable bytes over as surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def open_storage(settings) -> Storage:  # settings: pipeline.settings.Settings

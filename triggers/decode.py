@@ -34,7 +34,7 @@ class UndecodableEvent(ValueError):
 def drop_window(body: bytes | str) -> DropWindowDue:
     try:
         doc = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the stack
         raise UndecodableEvent(f"drop-window message is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise UndecodableEvent("drop-window message must be a JSON object")

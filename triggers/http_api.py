@@ -51,6 +51,7 @@ def _handles_errors(handler: Callable[..., func.HttpResponse]):
     def wrapper(req: func.HttpRequest) -> func.HttpResponse:
         from pipeline.settings import SettingsError
         from pipeline.submitter import RunNotFound, SubmissionError
+        from triggers.disclosure import Disclosure
         from triggers.validation import RequestError
 
         try:
@@ -61,9 +62,11 @@ def _handles_errors(handler: Callable[..., func.HttpResponse]):
             return error_response(404, "run_not_found", str(exc), [{"run_id": exc.run_id}])
         except SubmissionError as exc:
             status = 503 if exc.retryable or exc.code == "unavailable" else 502
-            return error_response(status, exc.code, f"the pipeline backend refused: {exc.message}")
+            message = _disclosure().text(exc.message)
+            return error_response(status, exc.code, f"the pipeline backend refused: {message}")
         except SettingsError as exc:
-            return error_response(503, "misconfigured", str(exc))
+            # No service to ask for the home: it is what failed to build.
+            return error_response(503, "misconfigured", Disclosure(None).text(str(exc)))
         except Exception:
             log.exception("unhandled error in %s", handler.__name__)
             return error_response(500, "internal_error", "internal error; see the service log")
@@ -112,11 +115,14 @@ def _accept(req: func.HttpRequest, submit: str) -> func.HttpResponse:
         HttpSubmission(body=body, idempotency_key=key, content_type=content_type)
     )
     if isinstance(outcome, DryRun):
-        return json_response({"dry_run": True, "run_id": outcome.run_id, **outcome.description})
+        from triggers.dry_run import plan
+
+        shown = plan(outcome.description, request=outcome.request, disclosure=_disclosure())
+        return json_response(shown.model_dump(mode="json"))
     if isinstance(outcome, Skipped):
         raise HttpError(429, "concurrency_limit", outcome.reason)
     assert isinstance(outcome, Accepted)
-    run = outcome.run.model_dump(mode="json")
+    run = _disclosure().run(outcome.run)
     if outcome.note:
         run["note"] = outcome.note
     # Both answers point at the status route, so a caller following the asynchronous
@@ -128,21 +134,25 @@ def _accept(req: func.HttpRequest, submit: str) -> func.HttpResponse:
 @_handles_errors
 def list_runs(req: func.HttpRequest) -> func.HttpResponse:
     raw = req.params.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+    detail = [{"path": "limit", "value": raw[:40], "message": "integer 1-200"}]
+    # ASCII digits only: str.isdigit also takes '²', which int() then refuses.
+    if not re.fullmatch(r"[0-9]{1,6}", raw, flags=re.ASCII):
         raise HttpError(
-            422,
-            "invalid_query",
-            f"limit must be an integer from 1 to 200 (got {raw!r})",
-            [{"path": "limit", "value": raw, "message": "integer 1-200"}],
+            400, "invalid_query", f"limit must be an integer from 1 to 200 (got {raw[:40]!r})",
+            detail,
+        )  # fmt: skip
+    if not 1 <= int(raw) <= 200:
+        raise HttpError(
+            422, "invalid_query", f"limit must be an integer from 1 to 200 (got {raw!r})", detail
         )
     runs = runtime.service().list_runs(int(raw))
-    return json_response({"runs": [r.model_dump(mode="json") for r in runs]})
+    return json_response({"runs": [_disclosure().run(r) for r in runs]})
 
 
 @_handles_errors
 def get_run(req: func.HttpRequest) -> func.HttpResponse:
     run_id = _run_id(req)
-    return json_response(runtime.service().get_run(run_id).model_dump(mode="json"))
+    return json_response(_disclosure().run(runtime.service().get_run(run_id)))
 
 
 @_handles_errors
@@ -157,16 +167,16 @@ def run_status(req: func.HttpRequest) -> func.HttpResponse:
     record = service.get_run(_run_id(req))
     if not record.terminal:
         links = _status_links(req, service.settings, record)
-        return json_response(record.model_dump(mode="json"), 202, links)
+        return json_response(_disclosure().run(record), 202, links)
     run_url = run_link(record, _base_url(req, service.settings))
-    return json_response(run_summary(record, run_url=run_url))
+    return json_response(run_summary(record, run_url=run_url, home=service.settings.home))
 
 
 @_handles_errors
 def cancel_run(req: func.HttpRequest) -> func.HttpResponse:
     run_id = _run_id(req)
     record = runtime.service().cancel_run(run_id)
-    return json_response(record.model_dump(mode="json"), 202)
+    return json_response(_disclosure().run(record), 202)
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
@@ -179,6 +189,13 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
     from triggers.openapi import openapi_document
 
     return json_response(openapi_document())
+
+
+def _disclosure():
+    """Answers show no server paths and no callback query strings (disclosure.py)."""
+    from triggers.disclosure import Disclosure
+
+    return Disclosure(runtime.service().settings.home)
 
 
 def _base_url(req: func.HttpRequest, settings) -> str:

@@ -119,7 +119,8 @@ class RunMonitor:
             return None
         run_url = run_link(record, self.service.settings.public_base_url)
         delivery = self.service.notifier.send(
-            entry.callback_url, run_summary(record, run_url=run_url)
+            entry.callback_url,
+            run_summary(record, run_url=run_url, home=self.service.settings.home),
         )
         (report.notified if delivery.ok else report.notify_failed).append(entry.run_id)
         if not delivery.ok:

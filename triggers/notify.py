@@ -15,6 +15,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.runs import RunRecord
+from triggers.disclosure import Disclosure, shown_callback_url
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -60,23 +62,25 @@ def _public(address: str) -> bool:
 
 def check_callback_url(url: str, *, local: bool, resolve: Resolver = resolve_host) -> list[str]:
     """The addresses to connect to, or UnsafeCallback. `local`: running on a laptop
-    (http to loopback allowed, no address restrictions for https)."""
+    (http to loopback allowed, no address restrictions for https). Messages show
+    the URL without its query (it may hold the receiver's token; they reach logs)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    shown = shown_callback_url(url)
     if parts.scheme not in {"https", "http"} or not host:
-        raise UnsafeCallback(f"callback_url {url!r} must be an absolute https:// URL")
+        raise UnsafeCallback(f"callback_url {shown!r} must be an absolute https:// URL")
     if parts.scheme == "http" and not (local and _is_loopback_name(host)):
         where = "only to loopback when running locally" if local else "not accepted in Azure"
-        raise UnsafeCallback(f"callback_url {url!r}: http is {where}; use https")
+        raise UnsafeCallback(f"callback_url {shown!r}: http is {where}; use https")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UnsafeCallback(f"callback_url {url!r} has an invalid port") from None
+        raise UnsafeCallback(f"callback_url {shown!r} has an invalid port") from None
     if local:
         return []  # connect by name
     try:
         addresses = resolve(host, port)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
         raise UnsafeCallback(f"callback_url host {host!r} does not resolve ({exc})") from None
     if not addresses:
         raise UnsafeCallback(f"callback_url host {host!r} does not resolve")
@@ -108,9 +112,12 @@ def run_link(record: RunRecord, base_url: str) -> str:
     return record.extra.get("studio_url") or f"{base_url.rstrip('/')}/api/runs/{record.run_id}"
 
 
-def run_summary(record: RunRecord, *, run_url: str) -> dict[str, Any]:
+def run_summary(record: RunRecord, *, run_url: str, home=None) -> dict[str, Any]:
+    """The callback's payload (and the ended run's status answer). `home`:
+    AML_TRIGGER_HOME, which paths in errors are shown relative to; without it an
+    absolute path is shown by its last segment (disclosure.py). Never absolute."""
     gate = record.gate or {}
-    return {
+    summary = {
         "run_id": record.run_id,
         "status": record.status,
         "trigger": record.trigger,
@@ -124,11 +131,17 @@ def run_summary(record: RunRecord, *, run_url: str) -> dict[str, Any]:
         "run_url": run_url,
         "error": record.error,
     }
+    return Disclosure(home).value(summary)
 
 
 class CallbackNotifier:
     """Delivers one JSON POST with bounded exponential backoff: retries on network
-    errors, 408/429 and 5xx; other 4xx answers are final (the receiver said no)."""
+    errors, 408/429 and 5xx; other 4xx answers are final (the receiver said no).
+
+    Each attempt ends within `attempt_deadline_s` whatever the receiver does:
+    `timeout_s` bounds each socket wait, but a receiver trickling its answer a
+    byte at a time would otherwise hold the delivering thread (the run monitor,
+    which also starts queued runs) for hours."""
 
     def __init__(
         self,
@@ -139,6 +152,7 @@ class CallbackNotifier:
         base_delay_s: float = 1.0,
         max_delay_s: float = 60.0,
         timeout_s: float = 10.0,
+        attempt_deadline_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.local = local
@@ -147,6 +161,7 @@ class CallbackNotifier:
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self.timeout_s = timeout_s
+        self.attempt_deadline_s = attempt_deadline_s
         self.sleep = sleep
 
     def check(self, url: str) -> None:
@@ -163,8 +178,10 @@ class CallbackNotifier:
                 return Delivery(False, attempt, None, str(exc))
             try:
                 status = self._post(url, body, addresses[0] if addresses else None)
-            except OSError as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"
+            except (OSError, UnicodeError, http.client.HTTPException) as exc:
+                # The receiver's answer is input too: a garbled status line or a
+                # name IDNA cannot encode is a failed attempt, not a crash.
+                status, error = None, f"{type(exc).__name__}: {exc}"[:300]
             else:
                 if 200 <= status < 300:
                     return Delivery(True, attempt, status)
@@ -180,6 +197,11 @@ class CallbackNotifier:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn_type = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
         conn = conn_type(parts.hostname, parts.port, timeout=self.timeout_s, address=address)
+        # Past the deadline the socket is shut down under the blocked read, which
+        # then fails like a dropped connection (one failed attempt).
+        watchdog = threading.Timer(self.attempt_deadline_s, _shut_down, args=(conn,))
+        watchdog.daemon = True
+        watchdog.start()
         try:
             conn.request(
                 "POST",
@@ -191,7 +213,17 @@ class CallbackNotifier:
             response.read(65_536)
             return response.status
         finally:
+            watchdog.cancel()
             conn.close()
+
+
+def _shut_down(conn: http.client.HTTPConnection) -> None:
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class _PinnedHTTP(http.client.HTTPConnection):

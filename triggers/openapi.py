@@ -88,9 +88,21 @@ def _status_headers(retry_after: bool) -> dict[str, Any]:
     return headers
 
 
+def _run_or_plan(description: str) -> dict[str, Any]:
+    """200 of the submitting routes: the existing run of a repeat, or a dry run's plan."""
+    either = [{"$ref": REF.format(model="RunRecord")}, {"$ref": REF.format(model="DryRunPlan")}]
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"anyOf": either}}},
+        "headers": _status_headers(retry_after=True),
+    }
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "Malformed JSON (with its position).",
+        400: "Malformed JSON (with its position), JSON nested deeper than 32 levels or an "
+        "integer longer than 4300 digits; a query parameter that is not a number; an "
+        "unreadable Content-Length.",
         401: "Missing or wrong function key.",
         404: "No such run.",
         413: "Body larger than REQUEST_MAX_BYTES.",
@@ -101,7 +113,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         502: "The pipeline backend refused the submission.",
         503: "The backend is unavailable or the app is misconfigured.",
     }
-    return {str(c): _json("Error", text[c]) for c in codes}
+    answers = {str(c): _json("Error", text[c]) for c in codes}
+    if 401 in codes:  # the host answers it, as Azure's does: no body
+        answers["401"] = {"description": text[401] + " Empty body, as Azure's host answers."}
+    return answers
 
 
 @functools.cache
@@ -109,8 +124,9 @@ def openapi_document() -> dict[str, Any]:
     from pipeline.request import TrainingRequest
     from pipeline.runs import RunRecord
     from pipeline.verification import VerificationRequest
+    from triggers.dry_run import DryRunPlan
 
-    schemas = _schemas(TrainingRequest, VerificationRequest, RunRecord)
+    schemas = _schemas(TrainingRequest, VerificationRequest, RunRecord, DryRunPlan)
     schemas["Error"] = _error()
     schemas["RunSummary"] = _run_summary()
     schemas["RunList"] = {
@@ -124,7 +140,10 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "aml-trigger",
             "version": "1",
-            "description": "Submit and follow training runs of the Azure ML pipeline.",
+            "description": "Submit and follow training runs of the Azure ML pipeline. "
+            "Besides the answers listed per operation, the host itself answers 401 and 404 "
+            "with an empty body (as Azure's host does); the local host also 408 to a too "
+            "slow client and 503 with Retry-After beyond its connection limit.",
         },
         "servers": [{"url": "/api"}],
         "components": {
@@ -163,14 +182,11 @@ def openapi_document() -> dict[str, Any]:
                             **_json("RunRecord", "Run accepted; Location is its status."),
                             "headers": _status_headers(retry_after=True),
                         },
-                        "200": {
-                            **_json(
-                                "RunRecord",
-                                "Repeat: the existing run (or a dry run, "
-                                "without Location); Retry-After while it is unfinished.",
-                            ),
-                            "headers": _status_headers(retry_after=True),
-                        },
+                        "200": _run_or_plan(
+                            "Repeat: the existing run, with Location, and Retry-After while "
+                            "it is unfinished; or, for `dry_run: true`, the DryRunPlan (no "
+                            "headers, nothing recorded)."
+                        ),
                         **_errors(400, 401, 413, 415, 422, 429, 502, 503),
                     },
                 },
@@ -184,7 +200,7 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 1, "maximum": 200},
                         }
                     ],  # fmt: skip
-                    "responses": {"200": _json("RunList", "Runs."), **_errors(401, 422)},
+                    "responses": {"200": _json("RunList", "Runs."), **_errors(400, 401, 422)},
                 },
             },
             "/verifications": {
@@ -214,10 +230,9 @@ def openapi_document() -> dict[str, Any]:
                             **_json("RunRecord", "Verification accepted; Location is its status."),
                             "headers": _status_headers(retry_after=True),
                         },
-                        "200": {
-                            **_json("RunRecord", "Repeat: the existing verification run."),
-                            "headers": _status_headers(retry_after=True),
-                        },
+                        "200": _run_or_plan(
+                            "Repeat: the existing verification run; or a dry run's plan."
+                        ),
                         **_errors(400, 401, 413, 415, 422, 429, 502, 503),
                     },
                 },

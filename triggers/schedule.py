@@ -134,7 +134,7 @@ def _parse_field(
         body, _, step_text = item.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if not _digits(step_text) or int(step_text) == 0:
                 raise ScheduleError(
                     f"schedule {text!r}: {name} step {step_text!r} must be a positive integer"
                 )
@@ -162,7 +162,12 @@ def _value(token: str, name: str, low: int, high: int, names: list[str] | None, 
         return names.index(upper) + low
     if name == "day-of-week" and token == "7":
         return 0  # Sunday written as 7, as cron allows
-    if not token.isdigit() or not low <= int(token) <= high:
+    if not _digits(token) or not low <= int(token) <= high:
         accepted = f"{low}-{high}" + (f" or {names[0]}..{names[-1]}" if names else "")
         raise ScheduleError(f"schedule {text!r}: {name} {token!r} is not in {accepted}")
     return int(token)
+
+
+def _digits(token: str) -> bool:
+    # ASCII only: str.isdigit also takes '²', which int() refuses.
+    return token.isascii() and token.isdigit() and len(token) <= 4

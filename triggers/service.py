@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,7 +56,8 @@ class Deferred:
 @dataclass(frozen=True)
 class DryRun:
     run_id: str
-    description: dict[str, Any]
+    description: dict[str, Any]  # the submitter's describe(): for the operator's eyes
+    request: dict[str, Any] = field(default_factory=dict)  # as validated, defaults filled
 
 
 Outcome = Accepted | Skipped | Deferred | DryRun
@@ -233,7 +234,8 @@ class TriggerService:
         run_id = run_id_for(idempotency_key)
         telemetry.bind(run_id=run_id, trigger=trigger, idempotency_key=idempotency_key)
         if request.dry_run:
-            return DryRun(run_id, self.submitter.describe(request, run_id=run_id, trigger=trigger))
+            description = self.submitter.describe(request, run_id=run_id, trigger=trigger)
+            return DryRun(run_id, description, request.model_dump(mode="json"))
         if request.callback_url:
             try:
                 self.notifier.check(request.callback_url)

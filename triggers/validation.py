@@ -3,18 +3,29 @@
 Malformed JSON is a 400 with its position; anything JSON that the model refuses is
 a 422 listing each field by JSON path with the value given and what is accepted
 (from pydantic's errors, without its documentation URLs).
+
+JSON that Python's parser would choke on is refused before it is parsed, by name:
+nesting deeper than JSON_MAX_DEPTH (the C parser recurses, and ~1,000 levels fit in
+a 64 KiB body) and integers longer than JSON_MAX_INTEGER_DIGITS (Python refuses to
+convert more than 4,300 digits, and the conversion is quadratic below that).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from pipeline.request import TrainingRequest
 from pipeline.verification import VerificationRequest
+
+# No request model nests past 4 levels; 32 leaves room and stays far from recursion.
+JSON_MAX_DEPTH = 32
+# Python's own int/str conversion limit (sys.int_info.default_max_str_digits).
+JSON_MAX_INTEGER_DIGITS = 4300
 
 
 class RequestError(Exception):
@@ -44,8 +55,13 @@ def parse_verification_request(body: bytes) -> VerificationRequest:
 
 def parse_json(body: bytes) -> Any:
     text = _decode(body)
+    _check_nesting(text)
     try:
-        value = json.loads(text, parse_constant=_no_constants) if text.strip() else {}
+        value = (
+            json.loads(text, parse_constant=_no_constants, parse_int=_bounded_int)
+            if text.strip()
+            else {}
+        )
     except _NotJson as exc:
         raise RequestError(400, "malformed_json", str(exc)) from None
     except json.JSONDecodeError as exc:
@@ -122,6 +138,45 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 class _NotJson(ValueError):
     pass
+
+
+def _bounded_int(digits: str) -> int:
+    count = len(digits.lstrip("-"))
+    if count > JSON_MAX_INTEGER_DIGITS:
+        raise RequestError(
+            400,
+            "integer_too_long",
+            f"body has an integer of {count} digits; at most {JSON_MAX_INTEGER_DIGITS} "
+            "(JSON_MAX_INTEGER_DIGITS) are accepted",
+            [{"digits": count, "max_digits": JSON_MAX_INTEGER_DIGITS}],
+        )
+    return int(digits)
+
+
+# A JSON string (escapes included; an unclosed one runs to the end, so no quote is
+# scanned twice), or one bracket outside strings.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse nesting deeper than JSON_MAX_DEPTH before json.loads recurses into it.
+    Brackets inside strings do not count; malformed JSON is left to the parser."""
+    depth = 0
+    for found in _STRING_OR_BRACKET.finditer(text):
+        token = found.group()
+        if token in "[{":
+            depth += 1
+            if depth > JSON_MAX_DEPTH:
+                raise RequestError(
+                    400,
+                    "json_too_deep",
+                    f"body nests arrays/objects more than {JSON_MAX_DEPTH} levels deep "
+                    f"(at character {found.start()}); at most {JSON_MAX_DEPTH} "
+                    "(JSON_MAX_DEPTH) are accepted",
+                    [{"position": found.start(), "max_depth": JSON_MAX_DEPTH}],
+                )
+        elif token in "]}":
+            depth -= 1
 
 
 def _no_constants(name: str):

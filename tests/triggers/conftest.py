@@ -69,7 +69,18 @@ class FakeSubmitter:
         return self.get(run_id)
 
     def describe(self, request, *, run_id, trigger) -> dict:
-        return {"run_id": run_id, "trigger": trigger, "steps": ["prep", "train"]}
+        # The local submitter's shape, operator details (paths, commands) included.
+        return {
+            "backend": "local",
+            "run_id": run_id,
+            "pipeline": "fake",
+            "experiment": request.experiment,
+            "inputs": {"training_data": f"/srv/fake-home/storage/incoming/{request.data}"},
+            "steps": [
+                {"name": "prep", "component": "prep", "depends_on": [],
+                 "command": ["python", "-m", "steps.prep"], "log": "/srv/fake-home/prep.log"},
+            ],
+        }  # fmt: skip
 
     def finish(self, run_id: str, status: str = "completed", **fields) -> None:
         record = self.get(run_id)

@@ -203,8 +203,7 @@ def test_status_route_needs_the_function_key(host, fake_submitter, key):
     run_id = created.json()["run_id"]
     params = {"code": key} if key else None
     response = requests.get(f"{host.url}/api/runs/{run_id}/status", params=params, timeout=10)
-    assert response.status_code == 401
-    assert response.json()["error"]["code"] == "unauthorized" and KEY not in response.text
+    assert response.status_code == 401 and response.content == b""  # as Azure's host
 
 
 def test_location_follows_public_base_url_when_set(home, make_service, fake_submitter):

@@ -53,7 +53,7 @@ def test_without_a_key_the_same_body_the_same_day_is_one_run(service, fake_submi
 
 def test_dry_run_describes_and_records_nothing(service, fake_submitter):
     outcome = service.submit_http(http({"dry_run": True}, key="k"))
-    assert isinstance(outcome, DryRun) and outcome.description["steps"] == ["prep", "train"]
+    assert isinstance(outcome, DryRun) and outcome.description["steps"][0]["name"] == "prep"
     assert fake_submitter.calls == 0
     assert service.ledger.get("http:k") is None
 

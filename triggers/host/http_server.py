@@ -2,34 +2,40 @@
 serves them: routes under the host.json route prefix, keys as `x-functions-key`
 or `?code=`, a 100 MB body limit, and the handler's own HttpResponse written back.
 
-What the host itself answers (no function involved) is JSON in the API's error
-shape: 404 for no route, 405 with Allow for a route without that method, 401 for
-a missing or wrong key, 413 for a body over the host limit.
+What the host itself answers (no function involved) is what Azure's host answers:
+404 with an empty body for no route, a wrong method included (Azure routes by
+method and path: azure-functions-host issues #10098 and #11625), 401 with an empty
+body for a missing or wrong key. Bytes that are not a readable request (a bad
+request line, Content-Length or header block, a client too slow) get a 4xx in the
+API's JSON error shape, never the standard library's HTML page or a dropped
+connection; 413 for a body over the host limit. Slow clients: http_limits.py.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
+import io
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import parse_qsl
 
 import azure.functions as func
 
 from triggers.host.functions import HttpFunction
+from triggers.host.http_limits import (
+    ContentLengthError,
+    DeadlineReader,
+    HostHttpServer,
+    HttpLimits,
+    error_body,
+    parse_content_length,
+)
 
 log = logging.getLogger("aml_trigger.host.http")
 
 HOST_BODY_LIMIT = 100 * 1024 * 1024
-
-
-class HostHttpServer(ThreadingHTTPServer):
-    # The stdlib's backlog of 5 drops connections when a Logic App or a load
-    # balancer opens dozens at once (clients then wait a 1 s SYN retry).
-    request_queue_size = 128
-    daemon_threads = True
 
 
 class FunctionsHttpServer:
@@ -41,12 +47,14 @@ class FunctionsHttpServer:
         host: str = "127.0.0.1",
         port: int = 7071,
         route_prefix: str = "api",
+        limits: HttpLimits | None = None,
     ) -> None:
         self.functions = functions
         self.key = key
         self.route_prefix = route_prefix.strip("/")
+        self.limits = limits or HttpLimits()
         handler = type("Handler", (_Handler,), {"host": self})
-        self.server = HostHttpServer((host, port), handler)
+        self.server = HostHttpServer((host, port), handler, self.limits)
         self._thread: threading.Thread | None = None
 
     @property
@@ -73,21 +81,18 @@ class FunctionsHttpServer:
         given = headers.get("x-functions-key") or query.get("code") or ""
         return hmac.compare_digest(given.encode(), self.key.encode())
 
-    def resolve(self, method: str, path: str):
-        """(function, route params) or (None, allowed methods) for the path."""
+    def resolve(self, method: str, path: str) -> tuple[HttpFunction | None, dict[str, str]]:
+        """The function serving `method` on `path` and its route params, else None:
+        a path served for other methods only is no route either (Azure's 404)."""
         prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
         if not path.startswith(prefix):
-            return None, set()
+            return None, {}
         rel = path[len(prefix) :].strip("/")
-        allowed: set[str] = set()
         for function in self.functions:
             params = function.match(rel)
-            if params is None:
-                continue
-            if method in function.methods:
+            if params is not None and method in function.methods:
                 return function, params
-            allowed |= function.methods
-        return None, allowed
+        return None, {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -97,43 +102,75 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, a keep-alive client's
     # delayed ACK holds the second one back ~40 ms on every request.
     disable_nagle_algorithm = True
+    # Refusals of an unreadable request line carry a status line; with the stdlib's
+    # default (HTTP/0.9) they would be a bare body no HTTP/1 client can read.
+    default_request_version = "HTTP/1.0"
 
-    def do_GET(self) -> None:
-        self._dispatch()
+    def setup(self) -> None:
+        super().setup()
+        self.reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader)
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    def handle_one_request(self) -> None:
+        """The stdlib's loop step, with deadlines and without its 501 for methods it
+        has no `do_` for: every method goes to routing, as on Azure's host."""
+        limits = self.host.limits
+        self.command, self.path, self.request_version = "", "", self.default_request_version
+        self.raw_requestline, self._reading_body = b"", False
+        self.reader.expire_in(limits.idle_timeout_s, then=limits.header_timeout_s)
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if len(self.raw_requestline) > 65536:
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.parse_request():
+                return  # send_error has answered
+            self._dispatch()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
+            if self.raw_requestline or self.reader.received:  # a request had begun: say why
+                self._error(408, "request_timeout", self._timeout_message())
+        except ConnectionError:
+            self.close_connection = True
+
+    def _timeout_message(self) -> str:
+        limits = self.host.limits
+        if self._reading_body:
+            return f"the request body did not arrive within {limits.body_timeout_s:g} s"
+        return f"the request line and headers did not arrive within {limits.header_timeout_s:g} s"
 
     def _dispatch(self) -> None:
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        try:
+            length = parse_content_length(self.headers.get_all("Content-Length") or [])
+        except ContentLengthError as exc:
+            self.close_connection = True  # where this body ends cannot be known
+            return self._error(400, "bad_content_length", str(exc))
+        # Split by hand: urlsplit reads `//host/...` as an authority (and raises on
+        # `//[`), which would route a path the client did not send.
+        path, query_text = _target(self.path)
+        query = dict(parse_qsl(query_text, keep_blank_values=True))
         method = self.command.upper()
-        function, found = self.host.resolve(method, parts.path)
-        length_text = self.headers.get("Content-Length") or "0"
-        length = int(length_text) if length_text.isdigit() else -1
+        function, found = self.host.resolve(method, path) if path.startswith("/") else (None, {})
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
         if function is None:
-            self._drain(length)
-            if found:
-                allow = ", ".join(sorted(found))
-                return self._error(405, "method_not_allowed",
-                                   f"{method} is not supported on {parts.path}; use {allow}",
-                                   {"Allow": allow})  # fmt: skip
-            return self._error(404, "not_found", f"no function serves {parts.path}")
+            self._drain(length, chunked)
+            return self._empty(404)
         if not self.host.authorised(function, self.headers, query):
-            self._drain(length)
-            return self._error(
-                401,
-                "unauthorized",
-                "a valid function key is required (x-functions-key header or code query)",
-            )
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self._drain(length, chunked)
+            return self._empty(401)
+        if chunked:
             self.close_connection = True
             return self._error(411, "length_required", "send the body with a Content-Length")
-        if length < 0:
-            return self._error(400, "bad_request", "Content-Length must be a number")
         if length > HOST_BODY_LIMIT:
             self.close_connection = True
             return self._error(413, "payload_too_large", "body over the host's 100 MB limit")
-        body = self.rfile.read(length) if length else b""
+        body = self._read_body(length)
+        if body is None:
+            return
         request = func.HttpRequest(
             method,
             f"{self.host.url}{self.path}",
@@ -153,13 +190,34 @@ class _Handler(BaseHTTPRequestHandler):
         with telemetry.scoped(**ids):  # the access log line names the run too
             self._write(response)
 
-    def _drain(self, length: int) -> None:
-        if 0 < length <= HOST_BODY_LIMIT:
+    def _read_body(self, length: int) -> bytes | None:
+        """The whole body within body_timeout_s; None when the client went away
+        before sending it all (nothing to answer, nothing to run)."""
+        if not length:
+            return b""
+        self._reading_body = True
+        self.reader.expire_in(self.host.limits.body_timeout_s)
+        body = self.rfile.read(length)  # TimeoutError: 408 in handle_one_request
+        if len(body) < length:
+            self.close_connection = True
+            return None
+        return body
+
+    def _drain(self, length: int, chunked: bool) -> None:
+        """Read past an unwanted body so the connection can serve the next request,
+        or close it when the body's end is not known or too far."""
+        if chunked:
+            self.close_connection = True
+        elif 0 < length <= HOST_BODY_LIMIT:
+            self._reading_body = True
+            self.reader.expire_in(self.host.limits.body_timeout_s)
             self.rfile.read(length)
         elif length != 0:
             self.close_connection = True
 
     def _write(self, response: func.HttpResponse) -> None:
+        # Writing gets the body's bound: a client that never reads its answer goes.
+        self.connection.settimeout(self.host.limits.body_timeout_s)
         body = response.get_body() or b""
         self.send_response(response.status_code)
         headers = dict(response.headers)
@@ -169,22 +227,52 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                 self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def _error(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
-        body = json.dumps({"error": {"code": code, "message": message, "details": []}})
         self._write(
             func.HttpResponse(
-                body, status_code=status, headers=headers, mimetype="application/json"
+                error_body(code, message),
+                status_code=status,
+                headers=headers,
+                mimetype="application/json",
             )
         )
 
+    def _empty(self, status: int) -> None:
+        """What Azure's host answers itself (404 no route, 401 no key): no body, no type."""
+        self.connection.settimeout(self.host.limits.body_timeout_s)
+        self.send_response(status)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        # The stdlib's own refusals (a bad request line, headers too long or too
+        # many, an HTTP version it does not speak) in the API's error shape.
+        self.close_connection = True
+        status = HTTPStatus(code)
+        self._error(status.value, status.name.lower(), (message or status.phrase)[:300])
+
+    # Never the query string (it may hold the function key, `code=`), nor the
+    # stdlib's messages, which quote the request line.
+    def log_error(self, format: str, *args) -> None:
+        log.info("%s %s -> refused", self.command or "-", _target(self.path)[0])
+
     def log_message(self, format: str, *args) -> None:
-        # Never the query string: it may hold the function key (`code=`).
-        log.info("%s %s -> %s", self.command, urlsplit(self.path).path, args[1] if args else "")
+        log.info("%s %s", self.command or "-", _target(self.path)[0])
 
     def log_request(self, code="-", size="-") -> None:
-        log.info("%s %s -> %s", self.command, urlsplit(self.path).path, code)
+        log.info("%s %s -> %s", self.command, _target(self.path)[0], code)
+
+
+def _target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target."""
+    path, _, query = (target or "").partition("#")[0].partition("?")
+    return path, query

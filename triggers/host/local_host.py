@@ -21,6 +21,7 @@ from pathlib import Path
 from triggers.host.blob_watcher import BlobWatcher
 from triggers.host.event_grid import EventGridRunner
 from triggers.host.functions import FunctionIndex, index_app
+from triggers.host.http_limits import HttpLimits
 from triggers.host.http_server import FunctionsHttpServer
 from triggers.host.queues import QueueRunner, open_source_for
 from triggers.host.timers import TimerRunner
@@ -75,6 +76,7 @@ class LocalHost:
         run_timers: bool = True,
         run_queues: bool = True,
         deliver_events: bool = True,
+        http_limits: HttpLimits | None = None,
     ) -> None:
         self.settings = settings
         self.index: FunctionIndex = index_app(app, app_settings(settings, environ))
@@ -86,7 +88,7 @@ class LocalHost:
                 else secrets.token_urlsafe(32)
             )
         self.http = FunctionsHttpServer(
-            self.index.http, key=key, port=port, route_prefix=route_prefix()
+            self.index.http, key=key, port=port, route_prefix=route_prefix(), limits=http_limits
         )
         self.key = key
         state_dir = Path(settings.home) / "host"
