@@ -194,6 +194,9 @@ def test_callback_query_is_kept_server_side_and_delivered_whole(host, home, serv
          "nodes": ["prep", "train"],
          "job_yaml": "name: run-a\ninputs:\n  training_data: azureml://datastores/d/paths/x/\n"},
         {"backend": "aml", "mode": "pipeline_job", "run_id": "run-a", "experiment": "e",
+         "nodes": ["prep", "check_drift"], "nodes_after_retrain_decision": ["train", "evaluate"],
+         "job_yaml": "name: run-a\n"},
+        {"backend": "aml", "mode": "pipeline_job", "run_id": "run-a", "experiment": "e",
          "job_yaml": "name: run-a-c1\n",
          "jobs": [{"name": "run-a-c1", "compute": "c1", "job_yaml": "name: run-a-c1\n"},
                   {"name": "run-a-c2", "compute": "c2", "job_yaml": "name: run-a-c2\n"}]},
@@ -217,6 +220,8 @@ def test_an_azure_ml_dry_run_plan_conforms_and_keeps_the_job_yaml(description):
     assert [j["job_yaml"] for j in shown["jobs"]] == ([] if yamls == [None] else yamls)
     assert all(j["compute"] == "c1" for j in shown["jobs"][:1])
     assert shown["nodes"] == description.get("nodes", [])
+    # A drift probe's plan says what starts only if the probe decides to retrain.
+    assert shown["nodes_after_retrain_decision"] == description.get("nodes_after_retrain_decision")
 
 
 def test_a_refused_callback_delivery_names_the_url_without_its_token():
