@@ -341,6 +341,21 @@ def fake_credential() -> FakeCredential:
 
 
 @pytest.fixture
+def ml_client(aml_env, fake_azure, fake_credential):
+    """An MLClient of the real SDK whose every request goes to the wire fake."""
+    from pipeline.aml_client import build_ml_client
+    from pipeline.settings import Settings
+
+    return build_ml_client(
+        Settings.from_env(),
+        credential=fake_credential,
+        transport=fake_azure,
+        retry_total=0,
+        polling_interval=0,
+    )
+
+
+@pytest.fixture
 def aml_env(home, monkeypatch, fake_azure) -> dict[str, str]:
     """App settings of a configured Azure ML backend (the workspace is fake, its
     pipeline component aml_trigger_training:3 published)."""

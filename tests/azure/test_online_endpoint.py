@@ -24,20 +24,6 @@ RESOURCES = {
 ROWS = [{"ps_ind_01": 2, "ps_car_13": 0.88}, {"ps_ind_01": 1, "ps_car_13": -1}]
 
 
-@pytest.fixture
-def ml_client(aml_env, fake_azure, fake_credential):
-    from pipeline.aml_client import build_ml_client
-    from pipeline.settings import Settings
-
-    return build_ml_client(
-        Settings.from_env(),
-        credential=fake_credential,
-        transport=fake_azure,
-        retry_total=0,
-        polling_interval=0,
-    )
-
-
 class Endpoint:
     """An online endpoint with one live deployment (model-v6) as Azure ML holds it."""
 

@@ -19,20 +19,6 @@ ROWS = [
 ]
 
 
-@pytest.fixture
-def ml_client(aml_env, fake_azure, fake_credential):
-    from pipeline.aml_client import build_ml_client
-    from pipeline.settings import Settings
-
-    return build_ml_client(
-        Settings.from_env(),
-        credential=fake_credential,
-        transport=fake_azure,
-        retry_total=0,
-        polling_interval=0,
-    )
-
-
 class Workspace:
     """Models, one endpoint and its deployments as Azure ML holds them."""
 
