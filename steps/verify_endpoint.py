@@ -178,9 +178,6 @@ def verify_endpoint(
     ml_client: Any = None,
 ) -> dict[str, Any]:
     """`ml_client` (managed only): the workspace client; None = the job's own."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from steps.local_endpoint import _is_ours, _start_listening, _stop_child
     from steps.smoke_test import smoke_test
 
@@ -213,10 +210,7 @@ def verify_endpoint(
         if process is not None:
             _stop_child(process)
     seconds = time.perf_counter() - started
-    pq.write_table(
-        pa.table({"target": pa.array(target), "probability": pa.array(probabilities)}),
-        out / PREDICTIONS_FILE,
-    )
+    _write_predictions(out, target, probabilities)
     summary = {
         "layout": submission.layout,
         "rows": len(probabilities),
@@ -241,9 +235,6 @@ def _verify_managed(
     ml_client: Any,
 ) -> dict[str, Any]:
     """The same outputs as the local endpoint, from a managed online deployment."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from steps.verify_online import BATCH_ROWS as MANAGED_ROWS
     from steps.verify_online import ManagedVerifyError, verify_on_managed_endpoint
 
@@ -264,10 +255,7 @@ def _verify_managed(
         )
     except ManagedVerifyError as exc:
         raise StepError(f"the submitted model ({submission.layout}) failed: {exc}") from None
-    pq.write_table(
-        pa.table({"target": pa.array(target), "probability": pa.array(probabilities)}),
-        out / PREDICTIONS_FILE,
-    )
+    _write_predictions(out, target, probabilities)
     summary = {
         "layout": submission.layout,
         "rows": len(probabilities),
@@ -322,6 +310,17 @@ def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     return run_step(_run, _parser(), argv)
+
+
+def _write_predictions(out: Path, target, probabilities) -> None:
+    """The verification's predictions beside their targets, as the gate step reads them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table({"target": pa.array(target), "probability": pa.array(probabilities)}),
+        out / PREDICTIONS_FILE,
+    )
 
 
 if __name__ == "__main__":
