@@ -2,31 +2,60 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 RunStatus = Literal["queued", "running", "completed", "failed", "canceled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "canceled"})
 StepStatus = Literal["pending", "running", "completed", "failed", "skipped", "canceled"]
 
 
+def rfc3339(value: datetime | float | str) -> str:
+    """The one timestamp format of the API and the callbacks: RFC 3339, UTC, in
+    milliseconds, e.g. `2026-12-06T14:03:12.123Z`. Takes a datetime (naive = UTC),
+    epoch seconds or an ISO 8601 string (as Azure ML and the run store give them)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    elif not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _timestamp(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return rfc3339(value)
+    except ValueError:
+        return value  # not a time we can read: shown as the backend gave it
+
+
 class StepRecord(BaseModel):
     name: str
     status: StepStatus = "pending"
-    started_at: str | None = Field(None, description="ISO 8601, UTC.")
+    started_at: str | None = Field(None, description="RFC 3339, UTC, milliseconds.")
     finished_at: str | None = None
     duration_s: float | None = None
     error: str | None = Field(None, description="The step's own error message when it failed.")
     log_path: str | None = None
     peak_rss_mb: float | None = None
 
+    _times = field_validator("started_at", "finished_at")(_timestamp)
+
 
 class RunRecord(BaseModel):
     run_id: str
     status: RunStatus
     backend: Literal["local", "aml"] = "local"
-    created_at: str
+    created_at: str = Field(
+        description="When the request was accepted (RFC 3339 UTC, milliseconds); set once: "
+        "a run that waited in the queue keeps it when it starts."
+    )
     started_at: str | None = None
     finished_at: str | None = None
     trigger: str = Field("manual", description="http, timer, blob, cli or schedule.")
@@ -39,6 +68,8 @@ class RunRecord(BaseModel):
     error: str | None = None
     request: dict[str, Any] | None = None
     extra: dict[str, Any] = Field(default_factory=dict, description="Backend-specific details.")
+
+    _times = field_validator("created_at", "started_at", "finished_at")(_timestamp)
 
     @property
     def terminal(self) -> bool:

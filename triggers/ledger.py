@@ -6,11 +6,14 @@ claimed and gets the existing run; a crash between claim and submit leaves a
 `claimed` entry that recovery submits (the run id derives from the key, so a
 submission that did reach the backend is not repeated there either).
 
-Three namespaces in the state store:
+Four namespaces in the state store:
 - `ledger`: key -> the entry (the authority);
 - `open`:   key -> {} while the entry still needs work (submission, monitoring or
   notification), so recovery and the monitor list only live work, not history;
-- `runs`:   run id -> key, to answer GET /api/runs/{id} for runs not yet submitted.
+- `runs`:   run id -> key, to answer GET /api/runs/{id} for runs not yet submitted;
+- `ended`:  key -> {run_id, at} for the newest runs that ended without the backend
+  ever running them (canceled while queued, refused at submission), so GET
+  /api/runs still lists them once their entry is closed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Literal
 from triggers.state import StateStore
 
 ORPHAN_INDEX_S = 300.0
+ENDED_KEPT = 200  # how many runs that ended in the ledger alone stay listed
 EntryStatus = Literal["claimed", "waiting", "submitted", "failed", "canceled"]
 
 
@@ -39,6 +43,7 @@ class LedgerEntry:
     error: str | None = None
     retryable: bool = False
     run_status: str | None = None  # last status seen by the monitor
+    ended_at: float | None = None  # set once, when the run ended without the backend
     notification: dict[str, Any] | None = None
     version: str = field(default="", compare=False)
 
@@ -122,9 +127,28 @@ class RunLedger:
             if self.state.replace("open", entry.key, doc, index.version) is not None:
                 return
 
+    def end(self, entry: LedgerEntry, status: EntryStatus, **changes: Any) -> LedgerEntry | None:
+        """The run ended before the backend ran it: record when (once), and keep it
+        listed among the ended runs. None when someone changed the entry first."""
+        ended = self.update(entry, status=status, ended_at=entry.ended_at or self.clock(),
+                            **changes)  # fmt: skip
+        if ended is not None:
+            self.state.create("ended", entry.key, {"run_id": entry.run_id, "at": ended.ended_at})
+        return ended
+
+    def ended_entries(self, limit: int) -> list[LedgerEntry]:
+        """The newest runs that ended in the ledger alone, newest first."""
+        index = sorted(self.state.items("ended"), key=lambda kv: kv[1].doc["at"], reverse=True)
+        for key, stale in index[ENDED_KEPT:]:
+            self.state.delete("ended", key, stale.version)
+        return [e for key, _ in index[:limit] if (e := self.get(key)) is not None]
+
     def close(self, key: str) -> None:
         """The entry needs no more work: drop it from the open index (kept in history)."""
         self.state.delete("open", key)
+
+    def is_open(self, key: str) -> bool:
+        return self.state.get("open", key) is not None
 
     def reopen(self, entry: LedgerEntry) -> None:
         """Put a closed entry back in the open index before working on it again."""

@@ -2,8 +2,10 @@
 
 One tick: poll every submitted, unfinished run in the ledger's open index
 (`submitter.get`); on a terminal state deliver the callback (claimed in the ledger
-first, so two monitors do not both send it) and close the entry; then resubmit
-stale claims and start queued runs that now fit under the concurrency limit.
+first, so two monitors do not both send it) and close the entry; a run canceled
+while queued gets its callback the same way; then resubmit stale claims and start
+queued runs that now fit under the concurrency limit (first in, first out).
+`run_ended` does the same for one run as soon as its end is known.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class RunMonitor:
                 ):
                     self._follow(entry, report)
             elif entry.status == "canceled":
-                self.ledger.close(entry.key)
+                self._settle_ended_queued(entry, report)
         for outcome in self.service.recover(grace_s=self.grace_s):
             report.resubmitted.append(outcome.run.run_id)
         try:
@@ -76,6 +78,8 @@ class RunMonitor:
             with telemetry.scoped(run_id=entry.run_id, trigger=entry.trigger,
                                   idempotency_key=entry.key):  # fmt: skip
                 self._follow(entry, report)
+        elif entry is not None and entry.status == "canceled" and self.ledger.is_open(entry.key):
+            self._settle_ended_queued(entry, report)
         try:
             for outcome in self.service.dispatch_waiting():
                 report.started.append(outcome.run.run_id)
@@ -104,6 +108,19 @@ class RunMonitor:
         updated = self.ledger.update(entry, run_status=record.status)
         if updated is not None:
             self.ledger.close(entry.key)
+
+    def _settle_ended_queued(self, entry: LedgerEntry, report: MonitorReport) -> None:
+        """A run canceled while queued ended in the ledger: its originator is told,
+        like for any run that ended, then the entry is closed."""
+        report.finished.append(entry.run_id)
+        if entry.callback_url and not self._delivered(entry):
+            record = self.service.reads.from_ledger(entry)
+            with telemetry.scoped(run_id=entry.run_id, trigger=entry.trigger,
+                                  idempotency_key=entry.key):  # fmt: skip
+                entry = self._notify(entry, record, report)
+            if entry is None:
+                return  # another monitor holds the delivery
+        self.ledger.close(entry.key)
 
     def _delivered(self, entry: LedgerEntry) -> bool:
         note = entry.notification or {}

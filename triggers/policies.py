@@ -171,12 +171,81 @@ def blob_decision(
 
 
 # --- concurrency ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Start:
+    """The run takes a slot under MAX_CONCURRENT_RUNS and is submitted now."""
+
+    reason: str = ""
+
+
+Admission = Start | Queue | Skip
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Who holds the MAX_CONCURRENT_RUNS slots and who waits for one, oldest first,
+    by idempotency key: one document in the shared state store, rewritten only by
+    compare-and-swap, so every process and instance decides on the same picture."""
+
+    active: tuple[str, ...] = ()
+    queue: tuple[str, ...] = ()
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any] | None) -> Slots:
+        doc = doc or {}
+        return cls(tuple(doc.get("active", ())), tuple(doc.get("queue", ())))
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"active": list(self.active), "queue": list(self.queue)}
+
+
+@dataclass(frozen=True)
+class SlotChange:
+    """A decision and the slots it leaves. `promoted`: queued keys that took a slot
+    freed by an ended run, oldest first; the caller submits them."""
+
+    slots: Slots
+    decision: Admission | None = None
+    promoted: tuple[str, ...] = ()
+
+
+def refill(slots: Slots, *, limit: int, ended: frozenset[str] = frozenset()) -> SlotChange:
+    """Free the slots of ended runs, and give free slots to the oldest queued keys."""
+    active = [k for k in slots.active if k not in ended]
+    queue = [k for k in slots.queue if k not in ended]
+    free = max(0, limit - len(active))
+    promoted = tuple(queue[:free])
+    return SlotChange(Slots(tuple(active) + promoted, tuple(queue[free:])), promoted=promoted)
+
+
 def admit(
-    active_runs: int, *, limit: int, policy: Literal["queue", "skip"]
-) -> Literal["submit"] | Queue | Skip:
-    if active_runs < limit:
-        return "submit"
-    message = f"{active_runs} run(s) active, MAX_CONCURRENT_RUNS={limit}"
+    slots: Slots,
+    key: str,
+    *,
+    limit: int,
+    policy: Literal["queue", "skip"],
+    ended: frozenset[str] = frozenset(),
+) -> SlotChange:
+    """Start, queue or skip the run `key`. Queued keys go first: a request arriving
+    while a slot is free never overtakes runs that were already waiting."""
+    change = refill(slots, limit=limit, ended=ended)
+    slots = change.slots
+    if key in slots.active:  # the same decision replayed (a retried swap)
+        return SlotChange(slots, Start("holds a slot"), change.promoted)
+    if key in slots.queue:
+        return SlotChange(slots, Queue("already queued"), change.promoted)
+    if len(slots.active) < limit:
+        return SlotChange(Slots(slots.active + (key,), slots.queue), Start(), change.promoted)
+    message = f"{len(slots.active)} run(s) active, MAX_CONCURRENT_RUNS={limit}"
     if policy == "queue":
-        return Queue(f"{message}: queued until one finishes")
-    return Skip(f"{message} and CONCURRENCY_POLICY=skip")
+        ahead = len(slots.queue)
+        decision = Queue(f"{message}: queued until one finishes ({ahead} ahead)")
+        return SlotChange(Slots(slots.active, slots.queue + (key,)), decision, change.promoted)
+    return SlotChange(slots, Skip(f"{message} and CONCURRENCY_POLICY=skip"), change.promoted)
+
+
+def withdraw(slots: Slots, key: str) -> Slots:
+    """A canceled or forgotten run leaves the queue (or gives its slot back)."""
+    return Slots(
+        tuple(k for k in slots.active if k != key), tuple(k for k in slots.queue if k != key)
+    )

@@ -1,11 +1,15 @@
 """Reading and steering runs: the backend's record, or the ledger's for runs the
-backend has not heard of yet (queued under the limit, failed to submit)."""
+backend has not heard of (queued under the limit, canceled while queued, refused
+at submission).
+
+Times are the trigger's: `created_at` is when the request was accepted (the
+ledger claim), so a run that waited in the queue keeps it when the backend starts
+it; a run that ended in the ledger alone is `finished_at` when it ended.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from pipeline.runs import RunRecord
+from pipeline.runs import RunRecord, rfc3339
 from pipeline.submitter import RunNotFound, Submitter
 from triggers.ledger import LedgerEntry, RunLedger
 
@@ -17,34 +21,38 @@ class RunReads:
 
     def get_run(self, run_id: str) -> RunRecord:
         try:
-            return self.submitter.get(run_id)
+            record = self.submitter.get(run_id)
         except RunNotFound:
             entry = self.ledger.by_run_id(run_id)
             if entry is None:
                 raise
             return self.from_ledger(entry)
+        return self._accepted_at(record)
 
     def list_runs(self, limit: int = 20) -> list[RunRecord]:
-        runs = {r.run_id: r for r in self.submitter.list_runs(limit)}
-        for entry in self.ledger.open_entries():
-            if entry.status != "submitted" and entry.run_id not in runs:
+        runs = {r.run_id: self._accepted_at(r) for r in self.submitter.list_runs(limit)}
+        ledger_only = [e for e in self.ledger.open_entries() if e.status != "submitted"]
+        for entry in ledger_only + self.ledger.ended_entries(limit):
+            if entry.run_id not in runs:
                 runs[entry.run_id] = self.from_ledger(entry)
         return sorted(runs.values(), key=lambda r: r.created_at, reverse=True)[:limit]
 
-    def cancel_run(self, run_id: str) -> RunRecord:
+    def cancel_queued(self, run_id: str) -> LedgerEntry | None:
+        """Cancel a run the backend has not started (queued, or failed to submit):
+        the run ends here. None when the backend holds it (or someone else changed
+        the entry first): cancel it there."""
         entry = self.ledger.by_run_id(run_id)
-        if entry is not None and entry.status in ("waiting", "failed"):
-            canceled = self.ledger.update(entry, status="canceled")
-            if canceled is not None:
-                self.ledger.close(entry.key)
-                return self.from_ledger(canceled)
-        return self.submitter.cancel(run_id)
+        if entry is None or entry.status not in ("waiting", "failed"):
+            return None
+        return self.ledger.end(entry, "canceled")
 
     def record(self, entry: LedgerEntry) -> RunRecord:
         """The run as the backend knows it once submitted, else as the ledger does."""
         if entry.status == "submitted":
             try:
-                return self.submitter.get(entry.run_id)
+                return self.submitter.get(entry.run_id).model_copy(
+                    update={"created_at": rfc3339(entry.claimed_at)}
+                )
             except RunNotFound:
                 pass
         return self.from_ledger(entry)
@@ -55,10 +63,19 @@ class RunReads:
             run_id=entry.run_id,
             status=status,
             backend=self.submitter.backend,
-            created_at=datetime.fromtimestamp(entry.claimed_at, UTC).isoformat(),
+            created_at=rfc3339(entry.claimed_at),
+            finished_at=rfc3339(entry.ended_at) if entry.ended_at else None,
             trigger=entry.trigger,
             idempotency_key=entry.key,
             error=entry.error,
             request=entry.request,
             extra={"ledger_status": entry.status},
         )
+
+    def _accepted_at(self, record: RunRecord) -> RunRecord:
+        """The backend's record with the time the trigger accepted the request: the
+        backend created its run only when the run left the queue."""
+        entry = self.ledger.get(record.idempotency_key) if record.idempotency_key else None
+        if entry is None or entry.run_id != record.run_id:
+            return record
+        return record.model_copy(update={"created_at": rfc3339(entry.claimed_at)})

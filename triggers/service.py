@@ -181,7 +181,18 @@ class TriggerService:
         return self.reads.list_runs(limit)
 
     def cancel_run(self, run_id: str) -> RunRecord:
-        return self.reads.cancel_run(run_id)
+        """A queued run is canceled here and ends at once (leaves the queue, gets its
+        callback); a run the backend holds is canceled there, and ends when the
+        backend says so."""
+        canceled = self.reads.cancel_queued(run_id)
+        if canceled is None:
+            return self.submitter.cancel(run_id)
+        self.admission.withdraw(canceled.key)
+        from triggers.monitor import RunMonitor  # the monitor builds on this service
+
+        # The run's end, as an event: its callback now, not at the next tick.
+        RunMonitor(self).run_ended(run_id)
+        return self.reads.from_ledger(self.ledger.get(canceled.key) or canceled)
 
     # --- recovery and the concurrency queue -----------------------------------------
     def recover(self, *, grace_s: float = CLAIM_GRACE_S) -> list[Outcome]:

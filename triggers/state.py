@@ -9,21 +9,44 @@ Two implementations behind one interface:
 
 Every write is compare-and-swap: `create` returns None when the key exists,
 `replace`/`delete` return None/False when someone changed it since it was read.
+`swap` applies a pure change to one document atomically: in one SQLite write
+transaction (`BEGIN IMMEDIATE`), or on blobs by optimistic concurrency (read the
+ETag, write with `If-Match`, on 412 Precondition Failed read again: "Manage
+concurrency in Blob Storage", learn.microsoft.com/azure/storage/blobs/concurrency-manage).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 STATE_CONTAINER = "aml-trigger-state"
+# How long `BlobState.swap` keeps retrying a document others keep changing; each
+# round one writer wins, so this bounds a burst, not a steady state.
+SWAP_DEADLINE_S = 60.0
+
+T = TypeVar("T")
+# A change gets the current document (None: none yet) and returns the document to
+# write (None or unchanged: write nothing) and a result for the caller. It may run
+# more than once (optimistic retries), so it must be pure.
+Change = Callable[[dict[str, Any] | None], tuple[dict[str, Any] | None, T]]
+
+
+class StateContention(Exception):
+    """A `swap` lost to other writers until SWAP_DEADLINE_S passed."""
+
+    def __init__(self, ns: str, key: str) -> None:
+        super().__init__(f"state document {ns}/{key} kept changing for {SWAP_DEADLINE_S:.0f}s")
+
 
 # The state store's requests are housekeeping (several per POST, more per sweep): a
 # dependency span each would bury the event's own trace and bill ingestion for
@@ -66,6 +89,8 @@ class StateStore(Protocol):
     def delete(self, ns: str, key: str, version: str | None = None) -> bool: ...
 
     def items(self, ns: str) -> Iterator[tuple[str, Versioned]]: ...
+
+    def swap(self, ns: str, key: str, change: Change[T]) -> T: ...
 
 
 class SqliteState:
@@ -119,6 +144,29 @@ class SqliteState:
                 "DELETE FROM state WHERE ns=? AND key=? AND version=?", (ns, key, int(version))
             )
         return cur.rowcount == 1
+
+    def swap(self, ns: str, key: str, change: Change[T]) -> T:
+        # BEGIN IMMEDIATE takes the database's write lock before the read, so no
+        # other process or thread writes between our read and our write.
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT doc, version FROM state WHERE ns=? AND key=?", (ns, key)
+            ).fetchone()
+            doc = json.loads(row[0]) if row else None
+            new, result = change(doc)
+            if new is not None and new != doc:
+                conn.execute(
+                    "INSERT INTO state (ns, key, doc, version) VALUES (?, ?, ?, 1) "
+                    "ON CONFLICT (ns, key) DO UPDATE SET doc=excluded.doc, version=version+1",
+                    (ns, key, json.dumps(new)),
+                )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     def items(self, ns: str) -> Iterator[tuple[str, Versioned]]:
         rows = (
@@ -235,6 +283,27 @@ class BlobState:
         for data, etag in found:
             body = json.loads(data)
             yield body["key"], Versioned(body["doc"], etag)
+
+    def swap(self, ns: str, key: str, change: Change[T]) -> T:
+        deadline = time.monotonic() + SWAP_DEADLINE_S
+        backoff = 0.01
+        while True:
+            current = self.get(ns, key)
+            doc = current.doc if current else None
+            new, result = change(doc)
+            if new is None or new == doc:
+                return result
+            if current is None:
+                written = self.create(ns, key, new)  # If-None-Match: *
+            else:
+                written = self.replace(ns, key, new, current.version)  # If-Match: <ETag>
+            if written is not None:
+                return result
+            if time.monotonic() > deadline:
+                raise StateContention(ns, key)
+            # Jittered: writers that lost together do not collide again together.
+            time.sleep(random.uniform(0, backoff))
+            backoff = min(backoff * 2, 0.5)
 
 
 def _body(key: str, doc: dict[str, Any]) -> bytes:

@@ -36,8 +36,10 @@ class Submission:
                 log.info("run %s submitted (%s backend, %s)", record.run_id,
                          self.submitter.backend, record.status)  # fmt: skip
         except SubmissionError as exc:
-            self.ledger.update(entry, status="failed", error=exc.message, retryable=exc.retryable)
-            if not exc.retryable:
+            if exc.retryable:
+                self.ledger.update(entry, status="failed", error=exc.message, retryable=True)
+            else:  # final: the run ended here, and is listed as such
+                self.ledger.end(entry, "failed", error=exc.message, retryable=False)
                 self.ledger.close(entry.key)
             raise
         self.ledger.update(entry, status="submitted", run_status=record.status, error=None)

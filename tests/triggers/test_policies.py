@@ -8,7 +8,7 @@ import pytest
 
 from triggers import policies
 from triggers.events import BlobArrival
-from triggers.policies import BlobRules, CoalescingWindow, Queue, Skip, Submit
+from triggers.policies import BlobRules, CoalescingWindow, Queue, Skip, Start, Submit
 from triggers.schedule import CronSchedule, ScheduleError, resolve_setting
 
 
@@ -79,11 +79,43 @@ def test_batch_modes():
     assert policies.blob_decision("data", "each") == "run-blob"
 
 
-def test_concurrency_admission():
-    assert policies.admit(0, limit=1, policy="queue") == "submit"
-    assert isinstance(policies.admit(1, limit=1, policy="queue"), Queue)
-    skipped = policies.admit(2, limit=2, policy="skip")
-    assert isinstance(skipped, Skip) and "MAX_CONCURRENT_RUNS=2" in skipped.reason
+def test_admission_starts_under_the_limit_then_queues_or_skips():
+    empty = policies.Slots()
+    first = policies.admit(empty, "a", limit=1, policy="queue")
+    assert first.decision == Start() and first.slots == policies.Slots(active=("a",))
+    second = policies.admit(first.slots, "b", limit=1, policy="queue")
+    assert isinstance(second.decision, Queue) and second.slots.queue == ("b",)
+    skipped = policies.admit(policies.Slots(active=("a", "b")), "c", limit=2, policy="skip")
+    assert isinstance(skipped.decision, Skip) and "MAX_CONCURRENT_RUNS=2" in skipped.decision.reason
+    assert skipped.slots == policies.Slots(active=("a", "b"))  # a skipped key leaves no trace
+
+
+def test_a_request_never_overtakes_queued_runs_when_a_slot_frees():
+    slots = policies.Slots(active=("a",), queue=("b", "c"))
+    change = policies.admit(slots, "d", limit=1, policy="queue", ended=frozenset({"a"}))
+    assert change.promoted == ("b",)  # the oldest waiting run takes the freed slot
+    assert isinstance(change.decision, Queue)
+    assert change.slots == policies.Slots(active=("b",), queue=("c", "d"))
+
+
+def test_refill_frees_ended_holders_and_promotes_first_in_first_out():
+    slots = policies.Slots(active=("a", "b"), queue=("c", "d", "e"))
+    change = policies.refill(slots, limit=2, ended=frozenset({"a", "b"}))
+    assert change.promoted == ("c", "d")
+    assert change.slots == policies.Slots(active=("c", "d"), queue=("e",))
+    assert policies.refill(change.slots, limit=2).promoted == ()  # still full
+
+
+def test_admission_replayed_gives_the_same_decision():
+    once = policies.admit(policies.Slots(active=("x",)), "a", limit=1, policy="queue")
+    twice = policies.admit(once.slots, "a", limit=1, policy="queue")
+    assert twice.slots == once.slots and isinstance(twice.decision, Queue)
+
+
+def test_withdraw_takes_a_key_out_of_queue_and_slots():
+    slots = policies.Slots(active=("a",), queue=("b", "c"))
+    assert policies.withdraw(slots, "b") == policies.Slots(active=("a",), queue=("c",))
+    assert policies.Slots.from_doc(slots.to_doc()) == slots
 
 
 def test_blob_key_is_container_name_and_etag():
