@@ -1,0 +1,161 @@
+"""The queue under MAX_CONCURRENT_RUNS: first in, first out; each start follows the
+end of a run; a run canceled while queued is a run that ended (listed, timed,
+called back); times are set once, in one format."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+import function_app
+from pipeline.settings import Settings
+from triggers import runtime
+from triggers.events import HttpSubmission
+from triggers.host.local_host import LocalHost
+from triggers.monitor import RunMonitor
+
+KEY = "queue-test-key"
+RFC3339_UTC_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class Callbacks:
+    """An HTTP receiver on loopback that keeps every callback body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                outer.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def callbacks():
+    receiver = Callbacks()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def queue_of_one(make_service):
+    return make_service(MAX_CONCURRENT_RUNS="1", CONCURRENCY_POLICY="queue")
+
+
+@pytest.fixture
+def host(home, queue_of_one):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings.from_env({"AML_TRIGGER_HOME": str(home)})
+    local = LocalHost(function_app.app, settings, port=port, key=KEY, watch_blobs=False,
+                      run_timers=False)  # fmt: skip
+    local.start(service=queue_of_one)
+    yield local
+    local.stop()
+    runtime.reset()
+
+
+def api(host, method: str, path: str, body: dict | None = None, key: str | None = None):
+    headers = {"x-functions-key": KEY}
+    if key:
+        headers["Idempotency-Key"] = key
+    response = requests.request(
+        method, f"{host.url}/api/{path}", json=body, headers=headers, timeout=10
+    )
+    assert response.status_code < 300, response.text
+    return response.json()
+
+
+def test_limit_one_four_posts_cancel_the_third_fifo_and_the_canceled_one_ended(
+    host, queue_of_one, fake_submitter, callbacks
+):
+    runs = [
+        api(
+            host, "POST", "runs", {"reason": f"run {n}", "callback_url": callbacks.url}, key=f"q{n}"
+        )  # fmt: skip
+        for n in (1, 2, 3, 4)
+    ]
+    ids = [r["run_id"] for r in runs]
+    assert fake_submitter.submissions == ids[:1]  # one slot: the others wait
+    assert [r["extra"].get("ledger_status") for r in runs[1:]] == ["waiting"] * 3
+
+    canceled = api(host, "POST", f"runs/{ids[2]}/cancel")
+    assert canceled["status"] == "canceled" and RFC3339_UTC_MS.match(canceled["finished_at"])
+    # Its end was an event: the originator was told before the cancel answered.
+    assert [(b["run_id"], b["status"]) for b in callbacks.bodies] == [(ids[2], "canceled")]
+    assert callbacks.bodies[0]["finished_at"] == canceled["finished_at"]
+    listed = {r["run_id"]: r for r in api(host, "GET", "runs")["runs"]}
+    assert listed[ids[2]]["status"] == "canceled"
+    assert listed[ids[2]]["finished_at"] == canceled["finished_at"]
+    assert listed[ids[2]]["created_at"] == runs[2]["created_at"]
+
+    # Each start is caused by the end before it, delivered as the run-ended event.
+    monitor = RunMonitor(queue_of_one)
+    fake_submitter.finish(ids[0])
+    assert fake_submitter.submissions == ids[:1]  # nothing starts before the event
+    assert monitor.run_ended(ids[0]).started == [ids[1]]
+    fake_submitter.finish(ids[1])
+    assert monitor.run_ended(ids[1]).started == [ids[3]]  # the canceled one is skipped
+    assert fake_submitter.submissions == [ids[0], ids[1], ids[3]]  # first in, first out
+
+    # A queued run keeps the created_at it was given when it was accepted.
+    started = api(host, "GET", f"runs/{ids[1]}")
+    assert started["created_at"] == runs[1]["created_at"]
+    for run in api(host, "GET", "runs")["runs"]:
+        assert RFC3339_UTC_MS.match(run["created_at"]), run
+    assert monitor.run_ended(ids[2]).finished == []  # its end is not reported twice
+    assert [b["run_id"] for b in callbacks.bodies].count(ids[2]) == 1
+
+
+def post(service, key: str):
+    body = json.dumps({"reason": key}).encode()
+    return service.submit_http(
+        HttpSubmission(body=body, idempotency_key=key, content_type="application/json")
+    )
+
+
+def test_a_post_while_a_slot_is_free_does_not_overtake_older_queued_runs(
+    queue_of_one, fake_submitter
+):
+    first, second = post(queue_of_one, "a"), post(queue_of_one, "b")
+    fake_submitter.finish(first.run.run_id)  # ended; its event not delivered yet
+    third = post(queue_of_one, "c")
+    # The slot went to the run that waited, and the newcomer queued behind it.
+    assert fake_submitter.submissions == [first.run.run_id, second.run.run_id]
+    assert third.run.extra["ledger_status"] == "waiting"
+    fake_submitter.finish(second.run.run_id)
+    assert RunMonitor(queue_of_one).run_ended(second.run.run_id).started == [third.run.run_id]
+
+
+def test_canceling_a_started_run_goes_to_the_backend(queue_of_one, fake_submitter):
+    running = post(queue_of_one, "a")
+    assert queue_of_one.cancel_run(running.run.run_id).status == "canceled"
+    assert fake_submitter.runs[running.run.run_id].status == "canceled"
+    queued_next = post(queue_of_one, "b")  # the canceled run's slot is free
+    assert fake_submitter.submissions == [running.run.run_id, queued_next.run.run_id]
