@@ -67,9 +67,12 @@ def test_forty_requests_from_four_processes_on_sqlite_never_exceed_the_limit(tmp
 
 
 @pytest.mark.azurite
-def test_forty_requests_from_four_processes_on_azurite_never_exceed_the_limit(tmp_path, azurite):
+@pytest.mark.parametrize("policy", ["queue", "skip"])
+def test_forty_requests_from_four_processes_on_azurite_never_exceed_the_limit(
+    tmp_path, azurite, policy
+):
     config = {"home": str(tmp_path), "backend": str(tmp_path / "backend.db"), "limit": LIMIT,
-              "policy": "queue", "azurite": azurite,
+              "policy": policy, "azurite": azurite,
               "container": f"state-{uuid.uuid4().hex[:12]}"}  # fmt: skip
     backend = SharedBackend(tmp_path / "backend.db")
-    check(run_processes(config), backend, "queue")
+    check(run_processes(config), backend, policy)
