@@ -25,6 +25,9 @@ from triggers.submission import Submission
 
 log = logging.getLogger("aml_trigger.service")
 
+# A claim younger than this may still be on its way to the backend in another
+# process; recovery leaves it alone. At host start nothing else is submitting.
+CLAIM_GRACE_S = 120.0
 SLOTS = ("admission", "slots")  # (namespace, key) of the slots document
 # Rounds of refill in one dispatch: a promoted run that turns out canceled or
 # refused frees its slot again for the next in line.
@@ -42,6 +45,8 @@ class Admission:
         submitter: Submitter,
         submission: Submission,
         record: Callable[[LedgerEntry], RunRecord],
+        *,
+        clock,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
@@ -49,6 +54,7 @@ class Admission:
         self.submitter = submitter
         self.submission = submission
         self.record = record
+        self.clock = clock
 
     @property
     def limit(self) -> int:
@@ -104,7 +110,7 @@ class Admission:
         # Runs that waited longer took the slots freed meanwhile: start them first.
         self._start(change.promoted)
         if isinstance(decision, policies.Skip):
-            if entry.attempts > 1:  # a retried failure stays the failure it was
+            if entry.error is not None:  # a retried failure stays the failure it was
                 self.ledger.end(entry, "failed")
                 self.ledger.close(entry.key)
             else:
@@ -142,6 +148,46 @@ class Admission:
             if not freed:
                 break
         return outcomes
+
+    def recover(self, *, grace_s: float = CLAIM_GRACE_S) -> list[Outcome]:
+        """Take over what a process left half done: claims that never reached the
+        backend (a crash between claim and submit), retryable failures, and queued
+        entries the slots document does not know. Each is taken over by compare-and-
+        swap on its ledger entry, so two recovering instances do not both submit it."""
+        now = self.clock()
+        slots = self._slots()
+        outcomes: list[Outcome] = []
+        for entry in self.ledger.open_entries():
+            stale = now - entry.updated_at >= grace_s
+            if entry.status == "waiting" and stale and entry.key not in slots.queue + slots.active:
+                outcomes.extend(self._requeue(entry))
+                continue
+            if not (entry.status == "claimed" and stale or entry.status == "failed"
+                    and entry.retryable):  # fmt: skip
+                continue
+            owned = self.ledger.update(entry, status="claimed", attempts=entry.attempts + 1)
+            if owned is None:
+                continue
+            try:
+                if entry.key in slots.active or entry.status == "failed":
+                    outcomes.append(self.submission.submit(owned))  # it holds its slot
+                else:  # it died before the limit was asked: ask it now
+                    outcome = self._decide(owned)
+                    if isinstance(outcome, Accepted):
+                        outcomes.append(outcome)
+            except SubmissionError as exc:
+                log.warning("resubmitting %s failed: %s", entry.run_id, exc.message)
+        return outcomes
+
+    def _requeue(self, entry: LedgerEntry) -> list[Outcome]:
+        # Queued before the slots document existed (or it was lost): back in line.
+        change = self._swap(
+            lambda slots, ended: policies.admit(
+                slots, entry.key, limit=self.limit, policy="queue", ended=ended
+            )
+        )
+        mine = (entry.key,) if isinstance(change.decision, policies.Start) else ()
+        return self._start(change.promoted + mine)[0]
 
     def withdraw(self, key: str) -> None:
         """A queued run was canceled: it leaves the queue."""

@@ -3,8 +3,8 @@
 Every trigger (HTTP, timer, blob, CLI) ends in `submit_request`, so dedupe, the
 concurrency limit, crash safety and callback checks are the same for all of them.
 This module is the facade the functions call; each concern lives in its own:
-- triggers/admission.py: ledger claim, the concurrency limit, the queue;
-- triggers/submission.py: handing a claim to the backend, recovery;
+- triggers/admission.py: ledger claim, the concurrency limit, the queue, recovery;
+- triggers/submission.py: handing a claim to the backend;
 - triggers/blob_triggers.py: blob events and drop folders;
 - triggers/run_reads.py: reading, listing and canceling runs;
 - triggers/outcomes.py: what an event came to (Accepted, Skipped, ...).
@@ -25,7 +25,7 @@ from pipeline.storage import Storage
 from pipeline.submitter import Submitter
 from pipeline.verification import AnyRequest
 from triggers import policies, telemetry
-from triggers.admission import Admission
+from triggers.admission import CLAIM_GRACE_S, Admission
 from triggers.blob_triggers import BlobTriggers
 from triggers.drops import DropBook
 from triggers.events import BlobArrival, DropWindowDue, HttpSubmission, TimerTick
@@ -40,7 +40,7 @@ from triggers.outcomes import (
     Skipped,
 )
 from triggers.run_reads import RunReads
-from triggers.submission import CLAIM_GRACE_S, Submission
+from triggers.submission import Submission
 from triggers.validation import RequestError, parse_training_request, parse_verification_request
 
 
@@ -88,8 +88,10 @@ class TriggerService:
         self.notifier = notifier
         self.clock = clock
         self.reads = RunReads(submitter, ledger)
-        self.submission = Submission(submitter, ledger, clock=clock)
-        self.admission = Admission(settings, ledger, submitter, self.submission, self.reads.record)
+        self.submission = Submission(submitter, ledger)
+        self.admission = Admission(
+            settings, ledger, submitter, self.submission, self.reads.record, clock=clock
+        )
         self.blobs = BlobTriggers(
             settings, storage, drops, self.submit_request, clock=clock, drop_queue=drop_queue
         )
@@ -198,7 +200,7 @@ class TriggerService:
     def recover(self, *, grace_s: float = CLAIM_GRACE_S) -> list[Outcome]:
         """Submit claims that never reached the backend (a crash between claim and
         submit) and retryable failures."""
-        return self.submission.recover(grace_s=grace_s)
+        return self.admission.recover(grace_s=grace_s)
 
     def dispatch_waiting(self) -> list[Outcome]:
         """Submit queued runs (oldest first) while there is room under the limit."""

@@ -1,5 +1,4 @@
-"""Handing a claimed ledger entry to the backend, and taking over claims that never
-reached it (a crash between claim and submit)."""
+"""Handing a claimed ledger entry to the backend, and recording what it said."""
 
 from __future__ import annotations
 
@@ -9,20 +8,15 @@ from pipeline.submitter import SubmissionError, Submitter
 from pipeline.verification import stored_request
 from triggers import telemetry
 from triggers.ledger import LedgerEntry, RunLedger
-from triggers.outcomes import Accepted, Outcome
+from triggers.outcomes import Accepted
 
 log = logging.getLogger("aml_trigger.service")
 
-# A claim younger than this may still be on its way to the backend in another
-# process; recovery leaves it alone. At host start nothing else is submitting.
-CLAIM_GRACE_S = 120.0
-
 
 class Submission:
-    def __init__(self, submitter: Submitter, ledger: RunLedger, *, clock) -> None:
+    def __init__(self, submitter: Submitter, ledger: RunLedger) -> None:
         self.submitter = submitter
         self.ledger = ledger
-        self.clock = clock
 
     def submit(self, entry: LedgerEntry) -> Accepted:
         """Submit an entry this caller owns (status `claimed`) and record the result."""
@@ -44,21 +38,3 @@ class Submission:
             raise
         self.ledger.update(entry, status="submitted", run_status=record.status, error=None)
         return Accepted(record, created=True)
-
-    def recover(self, *, grace_s: float = CLAIM_GRACE_S) -> list[Outcome]:
-        """Submit claims that never reached the backend and retryable failures. Each
-        is taken over by compare-and-swap, so two recovering instances do not both
-        submit it."""
-        now = self.clock()
-        outcomes: list[Outcome] = []
-        for entry in self.ledger.open_entries():
-            stale = now - entry.updated_at >= grace_s
-            if entry.status == "claimed" and stale or entry.status == "failed" and entry.retryable:
-                owned = self.ledger.update(entry, status="claimed", attempts=entry.attempts + 1)
-                if owned is None:
-                    continue
-                try:
-                    outcomes.append(self.submit(owned))
-                except SubmissionError as exc:
-                    log.warning("resubmitting %s failed: %s", entry.run_id, exc.message)
-        return outcomes

@@ -159,3 +159,17 @@ def test_canceling_a_started_run_goes_to_the_backend(queue_of_one, fake_submitte
     assert fake_submitter.runs[running.run.run_id].status == "canceled"
     queued_next = post(queue_of_one, "b")  # the canceled run's slot is free
     assert fake_submitter.submissions == [running.run.run_id, queued_next.run.run_id]
+
+
+def test_a_claim_left_by_a_crash_is_recovered_under_the_limit(queue_of_one, fake_submitter):
+    running = post(queue_of_one, "a")
+    # What a process that died between the ledger claim and the admission leaves.
+    orphan, _ = queue_of_one.ledger.claim(
+        "http:x", run_id="run-orphan-x", trigger="http", request={"reason": "x"},
+        fingerprint="f",
+    )  # fmt: skip
+    queue_of_one.recover(grace_s=0)
+    assert fake_submitter.submissions == [running.run.run_id]  # the slot is taken: it waits
+    assert queue_of_one.ledger.get("http:x").status == "waiting"
+    fake_submitter.finish(running.run.run_id)
+    assert RunMonitor(queue_of_one).run_ended(running.run.run_id).started == ["run-orphan-x"]
