@@ -11,9 +11,9 @@ Four namespaces in the state store:
 - `open`:   key -> {} while the entry still needs work (submission, monitoring or
   notification), so recovery and the monitor list only live work, not history;
 - `runs`:   run id -> key, to answer GET /api/runs/{id} for runs not yet submitted;
-- `ended`:  key -> {run_id, at} for the newest runs that ended without the backend
-  ever running them (canceled while queued, refused at submission), so GET
-  /api/runs still lists them once their entry is closed.
+- `index/ended`: one document listing the newest runs that ended without the
+  backend ever running them (canceled while queued, refused at submission), so GET
+  /api/runs still lists them once their entry is closed (one read, not one a run).
 """
 
 from __future__ import annotations
@@ -133,15 +133,14 @@ class RunLedger:
         ended = self.update(entry, status=status, ended_at=entry.ended_at or self.clock(),
                             **changes)  # fmt: skip
         if ended is not None:
-            self.state.create("ended", entry.key, {"run_id": entry.run_id, "at": ended.ended_at})
+            self.state.swap("index", "ended", lambda doc: (_listed(doc, entry.key), None))
         return ended
 
     def ended_entries(self, limit: int) -> list[LedgerEntry]:
         """The newest runs that ended in the ledger alone, newest first."""
-        index = sorted(self.state.items("ended"), key=lambda kv: kv[1].doc["at"], reverse=True)
-        for key, stale in index[ENDED_KEPT:]:
-            self.state.delete("ended", key, stale.version)
-        return [e for key, _ in index[:limit] if (e := self.get(key)) is not None]
+        found = self.state.get("index", "ended")
+        keys = found.doc["keys"][:limit] if found else []
+        return [e for key in keys if (e := self.get(key)) is not None]
 
     def close(self, key: str) -> None:
         """The entry needs no more work: drop it from the open index (kept in history)."""
@@ -180,6 +179,11 @@ class RunLedger:
                 continue
             entries.append(entry)
         return entries
+
+
+def _listed(doc: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    keys = [k for k in (doc or {}).get("keys", []) if k != key]
+    return {"keys": [key, *keys][:ENDED_KEPT]}
 
 
 def _entry(doc: dict[str, Any], version: str) -> LedgerEntry:

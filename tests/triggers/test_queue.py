@@ -173,3 +173,19 @@ def test_a_claim_left_by_a_crash_is_recovered_under_the_limit(queue_of_one, fake
     assert queue_of_one.ledger.get("http:x").status == "waiting"
     fake_submitter.finish(running.run.run_id)
     assert RunMonitor(queue_of_one).run_ended(running.run.run_id).started == ["run-orphan-x"]
+
+
+def test_a_run_the_backend_refused_stays_listed_as_failed_and_frees_its_slot(
+    queue_of_one, fake_submitter
+):
+    from pipeline.submitter import SubmissionError
+
+    fake_submitter.fail_with = SubmissionError("invalid", "the workspace said no")
+    with pytest.raises(SubmissionError):
+        post(queue_of_one, "a")
+    fake_submitter.fail_with = None
+    listed = {r.idempotency_key: r for r in queue_of_one.list_runs()}
+    assert listed["http:a"].status == "failed"
+    assert RFC3339_UTC_MS.match(listed["http:a"].finished_at)
+    started = post(queue_of_one, "b")  # the refused run holds no slot
+    assert fake_submitter.submissions == [started.run.run_id]
