@@ -98,6 +98,7 @@ class SqliteState:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._swapping = threading.Lock()
         with self._conn() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS state (ns TEXT NOT NULL, key TEXT NOT NULL, "
@@ -147,8 +148,13 @@ class SqliteState:
 
     def swap(self, ns: str, key: str, change: Change[T]) -> T:
         # BEGIN IMMEDIATE takes the database's write lock before the read, so no
-        # other process or thread writes between our read and our write.
-        conn = self._conn()
+        # other process or thread writes between our read and our write. This
+        # process's own threads queue on a lock first: SQLite's busy handler would
+        # make them sleep up to 100 ms a turn.
+        with self._swapping:
+            return self._swap(conn=self._conn(), ns=ns, key=key, change=change)
+
+    def _swap(self, *, conn: sqlite3.Connection, ns: str, key: str, change: Change[T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
