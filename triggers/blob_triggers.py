@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from pipeline.request import TrainingRequest
 from pipeline.storage import Storage
 from triggers import decode, policies, telemetry
 from triggers.drops import DropBook, OpenDrop
 from triggers.events import BlobArrival, DropWindowDue
 from triggers.outcomes import Deferred, Outcome, Skipped
 
-SubmitRequest = Callable[..., Outcome]  # TriggerService.submit_request
+Act = Callable[..., Outcome]  # TriggerService.act: a decision -> its outcome
 
 log = logging.getLogger("aml_trigger.service")
 
@@ -24,7 +23,7 @@ class BlobTriggers:
         settings,
         storage: Storage,
         drops: DropBook,
-        submit_request: SubmitRequest,
+        act: Act,
         *,
         clock,
         drop_queue=None,
@@ -32,7 +31,7 @@ class BlobTriggers:
         self.settings = settings
         self.storage = storage
         self.drops = drops
-        self.submit_request = submit_request
+        self.act = act
         self.clock = clock
         self.drop_queue = drop_queue  # see TriggerService.drop_queue
         self.rules = policies.BlobRules(
@@ -62,11 +61,9 @@ class BlobTriggers:
             etag = arrival.etag or self._etag_of(arrival)
             if etag is None:
                 return Skipped(f"{arrival.name!r} no longer exists")
-            request = self._drop_request(arrival.folder, f"blob {arrival.name}")
-            if isinstance(request, Skipped):
-                return request
             key = policies.blob_key(arrival.container, arrival.name, etag)
-            return self.submit_request(request, trigger="blob", idempotency_key=key)
+            run = policies.Submit(key, data=arrival.folder, reason=f"blob {arrival.name}")
+            return self.act(run, trigger="blob")
         if self.settings.blob_batch_mode == "marker":
             return Deferred(
                 f"{arrival.name!r} waits for {self.settings.blob_marker_name!r} "
@@ -120,11 +117,12 @@ class BlobTriggers:
             if drop is not None:
                 self._settle(drop)
             return Skipped(f"drop {folder or '/'!r} has no data files ({reason})")
-        request = self._drop_request(folder, f"drop {folder or '/'} ({len(files)} files): {reason}")
-        if isinstance(request, Skipped):
-            return request
-        key = policies.drop_key(container, folder, files)
-        outcome = self.submit_request(request, trigger="blob", idempotency_key=key)
+        run = policies.Submit(
+            policies.drop_key(container, folder, files),
+            data=folder,
+            reason=f"drop {folder or '/'} ({len(files)} files): {reason}",
+        )
+        outcome = self.act(run, trigger="blob")
         if drop is not None:
             self._settle(drop)
         return outcome
@@ -157,12 +155,6 @@ class BlobTriggers:
     def _is_data(self, blob) -> bool:
         arrival = BlobArrival(container=blob.container, name=blob.name, size=blob.size)
         return policies.classify_blob(arrival, self.rules) == "data"
-
-    def _drop_request(self, folder: str, reason: str) -> TrainingRequest | Skipped:
-        try:
-            return TrainingRequest(data=folder, reason=reason[:500])
-        except ValueError as exc:
-            return Skipped(f"folder {folder!r} cannot be trained on: {exc}")
 
     def _etag_of(self, arrival: BlobArrival) -> str | None:
         info = self.storage.get_blob(arrival.container, arrival.name)

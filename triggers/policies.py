@@ -35,6 +35,9 @@ OWN_OUTPUT_PREFIXES = ("_outputs/", "outputs/", "azureml/", "azure-webjobs-")
 
 @dataclass(frozen=True)
 class Submit:
+    """A run to request (Dagster's RunRequest): its idempotency key, the data folder
+    it trains on and why. `TriggerService.act` turns it into a run."""
+
     idempotency_key: str
     data: str = ""
     reason: str = ""
@@ -101,6 +104,19 @@ def check_idempotency_key(value: str) -> str | None:
     if any(not (32 < ord(c) < 127) for c in value):
         return "Idempotency-Key must be printable ASCII without spaces"
     return None
+
+
+# --- the schedule -----------------------------------------------------------------------
+def scheduled_retrain(
+    function_name: str, scheduled_at: datetime, *, past_due: bool, data: str
+) -> Submit:
+    """The run a timer occurrence asks for: one per occurrence, however often the
+    host delivers it."""
+    when = scheduled_at.strftime("%Y-%m-%d %H:%M:%SZ")
+    late = " (past due: the host was down at that time)" if past_due else ""
+    return Submit(
+        timer_key(function_name, scheduled_at), data=data, reason=f"scheduled retrain {when}{late}"
+    )
 
 
 # --- blob filters ---------------------------------------------------------------------

@@ -9,8 +9,10 @@ This module is the facade the functions call; each concern lives in its own:
 - triggers/run_reads.py: reading, listing and canceling runs;
 - triggers/outcomes.py: what an event came to (Accepted, Skipped, ...).
 
-A new trigger kind is one policy (triggers/policies.py), one decode
-(triggers/events.py) and one decorator (function_app.py) ending in `submit_request`.
+Policies decide with values (`policies.Submit`, `policies.Skip`, like Dagster's
+RunRequest / SkipReason); `act` does the I/O a decision implies. A new trigger kind
+is one policy (triggers/policies.py), one decode (triggers/events.py) and one
+decorator (function_app.py) whose handler ends in `act` or `submit_request`.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class TriggerService:
             settings, ledger, submitter, self.submission, self.reads.record, clock=clock
         )
         self.blobs = BlobTriggers(
-            settings, storage, drops, self.submit_request, clock=clock, drop_queue=drop_queue
+            settings, storage, drops, self.act, clock=clock, drop_queue=drop_queue
         )
 
     @property
@@ -132,17 +134,13 @@ class TriggerService:
         return self.submit_request(request, trigger="http", idempotency_key=key)
 
     def on_timer(self, tick: TimerTick) -> Outcome:
-        when = tick.scheduled_at.strftime("%Y-%m-%d %H:%M:%SZ")
-        late = " (past due: the host was down at that time)" if tick.past_due else ""
-        try:
-            request = TrainingRequest(
-                data=self.settings.train_data_prefix,
-                reason=f"scheduled retrain {when}{late}",
-            )
-        except ValueError as exc:
-            return Skipped(f"TRAIN_DATA_PREFIX is not usable: {exc}")
-        key = policies.timer_key(tick.function_name, tick.scheduled_at)
-        return self.submit_request(request, trigger="timer", idempotency_key=key)
+        decision = policies.scheduled_retrain(
+            tick.function_name,
+            tick.scheduled_at,
+            past_due=tick.past_due,
+            data=self.settings.train_data_prefix,
+        )
+        return self.act(decision, trigger="timer", data_source="TRAIN_DATA_PREFIX")
 
     def on_blob(self, arrival: BlobArrival) -> Outcome:
         return self.blobs.on_blob(arrival)
@@ -157,6 +155,25 @@ class TriggerService:
         return self.blobs.sweep_drops()
 
     # --- the one way to a run -------------------------------------------------------
+    def act(
+        self,
+        decision: policies.Submit | policies.Skip,
+        *,
+        trigger: str,
+        data_source: str = "the folder",
+    ) -> Outcome:
+        """Do what a policy decided: a skip is reported, a requested run becomes a
+        TrainingRequest on its data folder and goes to `submit_request`."""
+        if isinstance(decision, policies.Skip):
+            return Skipped(decision.reason)
+        try:
+            request = TrainingRequest(data=decision.data, reason=decision.reason[:500])
+        except ValueError as exc:
+            return Skipped(f"{data_source} {decision.data!r} cannot be trained on: {exc}")
+        return self.submit_request(
+            request, trigger=trigger, idempotency_key=decision.idempotency_key
+        )
+
     def submit_request(self, request: AnyRequest, *, trigger: str, idempotency_key: str) -> Outcome:
         run_id = run_id_for(idempotency_key)
         telemetry.bind(run_id=run_id, trigger=trigger, idempotency_key=idempotency_key)

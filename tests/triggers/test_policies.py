@@ -198,3 +198,13 @@ def test_an_open_window_says_how_long_to_wait_never_past_the_max_delay():
     assert isinstance(waiting, policies.Wait) and waiting.delay_s == 25
     near_max = window.decide(first_seen=0, last_seen=590, now=595)
     assert isinstance(near_max, policies.Wait) and near_max.delay_s == 5  # not 25
+
+
+def test_a_timer_occurrence_asks_for_one_run_keyed_by_the_occurrence():
+    at = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    run = policies.scheduled_retrain("nightly", at, past_due=True, data="train/")
+    assert run == Submit(
+        "timer:nightly@2026-11-22T02:00:00Z",
+        data="train/",
+        reason="scheduled retrain 2026-11-22 02:00:00Z (past due: the host was down at that time)",
+    )
