@@ -26,6 +26,20 @@ log = logging.getLogger("aml_trigger.monitor")
 SENDING_TIMEOUT_S = 600.0
 
 
+class RunNotRecordedYet(Exception):
+    """A run's end arrived while its submission is still being recorded (the ledger
+    says `claimed`): nothing can be settled from it yet. Raised so the delivery fails
+    and is made again: Event Grid redelivers a failed event with back-off for up to
+    24 hours (learn.microsoft.com/azure/event-grid/delivery-and-retry), and the
+    local host's Event Grid runner retries the same way. Swallowing it would lose
+    the only event of a run that ended fast, and its slot would wait for the
+    safety net."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} ended before its submission was recorded; retry")
+        self.run_id = run_id
+
+
 @dataclass
 class MonitorReport:
     finished: list[str] = field(default_factory=list)
@@ -72,6 +86,8 @@ class RunMonitor:
             # Not ours (a pipeline's step job, a run started elsewhere in the
             # experiment): it held no slot, so nothing can start because it ended.
             return report
+        if entry.status == "claimed":
+            raise RunNotRecordedYet(run_id)
         # An entry whose terminal status is already recorded was settled by an earlier
         # delivery (or the safety-net tick); following it again would report it twice.
         if entry is not None and entry.status == "submitted" and entry.run_status not in TERMINAL:

@@ -62,3 +62,14 @@ def test_the_end_of_a_run_that_is_not_ours_costs_no_dispatch(make_service, fake_
     # A step job of the pipeline ends: not a run of the ledger, so nothing is freed.
     assert RunMonitor(service).run_ended("run-step-job-7").started == []
     assert RunMonitor(service).run_ended(first.run.run_id).started != []
+
+
+def test_an_end_that_arrives_before_the_submission_is_recorded_is_delivered_again(service):
+    from triggers.monitor import RunNotRecordedYet
+
+    # The run exists in the backend, but the process submitting it has not yet
+    # written `submitted` in the ledger: settling now would lose the only event.
+    service.ledger.claim("http:fast", run_id="run-fast-end", trigger="http", request={},
+                         fingerprint="f")  # fmt: skip
+    with pytest.raises(RunNotRecordedYet, match="run-fast-end"):
+        RunMonitor(service).run_ended("run-fast-end")
