@@ -266,7 +266,7 @@ def main() -> None:
     print(f"  storage requests on Azurite per accepted POST: first {accepted[0]}, "
           f"{TRIALS}th {accepted[-1]} (with {TRIALS - 1} runs open), mean "
           f"{sum(accepted) / TRIALS:.1f}; per repeated POST: mean {sum(repeated) / TRIALS:.1f} "
-          "(part 2 leaves the POST path as it was: before = after)")  # fmt: skip
+          "(admission reads one slots document: flat however many runs are open)")  # fmt: skip
 
 
 if __name__ == "__main__":
