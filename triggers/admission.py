@@ -191,7 +191,7 @@ class Admission:
 
     def withdraw(self, key: str) -> None:
         """A queued run was canceled: it leaves the queue."""
-        self.state.swap(*SLOTS, lambda doc: _with(policies.withdraw(_slots(doc), key)))
+        self.state.swap(*SLOTS, lambda doc: _as_change(policies.withdraw(_slots(doc), key)))
 
     # --- I/O around the pure decisions -------------------------------------------------
     def _slots(self) -> policies.Slots:
@@ -266,5 +266,6 @@ def _slots(doc) -> policies.Slots:
     return policies.Slots.from_doc(doc)
 
 
-def _with(slots: policies.Slots):
+def _as_change(slots: policies.Slots):
+    """A swap change that writes `slots` and returns nothing."""
     return slots.to_doc(), None
