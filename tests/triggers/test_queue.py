@@ -8,12 +8,14 @@ import json
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
 import function_app
+from pipeline.run_events import publish_run_ended
 from pipeline.settings import Settings
 from triggers import runtime
 from triggers.events import HttpSubmission
@@ -92,8 +94,21 @@ def api(host, method: str, path: str, body: dict | None = None, key: str | None 
     return response.json()
 
 
+def end_run(home, fake_submitter, run_id: str) -> None:
+    """The backend ends `run_id` and says so as the local worker does; returns once
+    the local host has delivered the event (its file is gone)."""
+    started = list(fake_submitter.submissions)
+    fake_submitter.finish(run_id)
+    assert fake_submitter.submissions == started  # nothing starts before the event
+    event = publish_run_ended(home, fake_submitter.get(run_id), experiment="aml-trigger")
+    deadline = time.monotonic() + 60  # a bound on waiting, not a timing assertion
+    while event.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not event.exists(), "the local host did not deliver the run-ended event"
+
+
 def test_limit_one_four_posts_cancel_the_third_fifo_and_the_canceled_one_ended(
-    host, queue_of_one, fake_submitter, callbacks
+    host, home, queue_of_one, fake_submitter, callbacks
 ):
     runs = [
         api(
@@ -115,21 +130,20 @@ def test_limit_one_four_posts_cancel_the_third_fifo_and_the_canceled_one_ended(
     assert listed[ids[2]]["finished_at"] == canceled["finished_at"]
     assert listed[ids[2]]["created_at"] == runs[2]["created_at"]
 
-    # Each start is caused by the end before it, delivered as the run-ended event.
-    monitor = RunMonitor(queue_of_one)
-    fake_submitter.finish(ids[0])
-    assert fake_submitter.submissions == ids[:1]  # nothing starts before the event
-    assert monitor.run_ended(ids[0]).started == [ids[1]]
-    fake_submitter.finish(ids[1])
-    assert monitor.run_ended(ids[1]).started == [ids[3]]  # the canceled one is skipped
-    assert fake_submitter.submissions == [ids[0], ids[1], ids[3]]  # first in, first out
+    # Each start is caused by the end before it: the backend ends the run, the end
+    # reaches the host as the run-ended event (the file the local worker writes),
+    # and the host's Event Grid runner hands it to `run_ended`, which starts the next.
+    end_run(home, fake_submitter, ids[0])
+    assert fake_submitter.submissions == ids[:2]
+    end_run(home, fake_submitter, ids[1])
+    assert fake_submitter.submissions == [ids[0], ids[1], ids[3]]  # FIFO, the canceled skipped
 
     # A queued run keeps the created_at it was given when it was accepted.
     started = api(host, "GET", f"runs/{ids[1]}")
     assert started["created_at"] == runs[1]["created_at"]
     for run in api(host, "GET", "runs")["runs"]:
         assert RFC3339_UTC_MS.match(run["created_at"]), run
-    assert monitor.run_ended(ids[2]).finished == []  # its end is not reported twice
+    assert RunMonitor(queue_of_one).run_ended(ids[2]).finished == []  # not reported twice
     assert [b["run_id"] for b in callbacks.bodies].count(ids[2]) == 1
 
 
