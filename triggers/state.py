@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from triggers.validation import RequestError
+
 STATE_CONTAINER = "aml-trigger-state"
 # How long `BlobState.swap` keeps retrying a document others keep changing; each
 # round one writer wins, so this bounds a burst, not a steady state.
@@ -41,11 +43,17 @@ T = TypeVar("T")
 Change = Callable[[dict[str, Any] | None], tuple[dict[str, Any] | None, T]]
 
 
-class StateContention(Exception):
-    """A `swap` lost to other writers until SWAP_DEADLINE_S passed."""
+class StateContention(RequestError):
+    """A `swap` lost to other writers until SWAP_DEADLINE_S passed: answered 503 (try
+    again), the request was not decided."""
 
     def __init__(self, ns: str, key: str) -> None:
-        super().__init__(f"state document {ns}/{key} kept changing for {SWAP_DEADLINE_S:.0f}s")
+        super().__init__(
+            503,
+            "state_busy",
+            f"the state document {ns}/{key} kept changing for {SWAP_DEADLINE_S:.0f}s "
+            "(too many requests deciding at once); send the request again",
+        )
 
 
 # The state store's requests are housekeeping (several per POST, more per sweep): a
