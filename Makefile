@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed-stamp
 # pinned packages would otherwise constrain the app's.
 CHECKOV = .venv-checkov/bin/checkov
 
-.PHONY: demo test lint unit bench lock clean setup
+.PHONY: demo test lint unit bench lock lock-steps clean setup
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ lock:
 	rm -rf /tmp/aml-trigger-lock && $(PYTHON) -m venv /tmp/aml-trigger-lock
 	/tmp/aml-trigger-lock/bin/pip install -q '.[pipeline,azure,dev]'
 	/tmp/aml-trigger-lock/bin/pip freeze --exclude aml-trigger | sort -f > constraints.txt
+
+# Re-pin the Azure ML step environment (pipeline/environment/conda.yaml) from
+# pipeline/environment/requirements.in.
+lock-steps: $(STAMP)
+	$(BIN)/python scripts/lock_step_env.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov node_modules .local

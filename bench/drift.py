@@ -42,7 +42,8 @@ def _register_champion(env: dict[str, str], profile: Path) -> None:
         "client.create_registered_model('bench-drift')\n"
         "v = client.create_model_version('bench-drift', source=f'runs:/{run.info.run_id}/m',"
         " run_id=run.info.run_id)\n"
-        "client.set_registered_model_alias('bench-drift', 'champion', v.version)\n"
+        "from steps.champion import promote\n"
+        "promote(client, 'bench-drift', v.version, None)\n"
     )
     _timed([sys.executable, "-c", code], env)
 

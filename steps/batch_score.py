@@ -1,6 +1,6 @@
 """batch_score: a folder of new rows -> Parquet predictions (id, probability, model version).
 
-Scores with the registered champion (alias `champion`) or a given model version.
+Scores with the registered champion (steps/champion.py) or a given model version.
 The parts are found, sniffed and validated as prep does (steps/prep.py,
 ResolvedDataset.clean), but read in chunks of --chunk-rows: only one chunk's raw
 and cleaned frames exist at a time, so 600k rows never sit in memory as a whole
@@ -38,16 +38,16 @@ MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 100, 1_000_000
 
 
 def resolve_version(client: Any, model_name: str, model_version: str) -> str:
-    """The version to score with: the given one (checked), or the champion alias."""
+    """The version to score with: the given one (checked), or the champion."""
     from mlflow.exceptions import MlflowException
 
-    from steps.score_champion import CHAMPION_ALIAS, current_champion
+    from steps.champion import current_champion
 
     if not model_version:
         version = current_champion(client, model_name)
         if version is None:
             raise StepError(
-                f"model {model_name!r} has no {CHAMPION_ALIAS!r} alias yet: train one first "
+                f"model {model_name!r} has no champion yet: train one first "
                 "(aml-trigger run) or give --model-version"
             )
         return version

@@ -282,7 +282,7 @@ class Champion:
 def load_champion(model_name: str) -> Champion:
     """The champion's version, lineage and training profile (None with a note when
     the profile cannot be had: an older model, a deleted run, a broken file)."""
-    from steps.score_champion import current_champion
+    from steps.champion import current_champion
     from steps.tracking import configure_registry
 
     configure_registry()

@@ -1,10 +1,13 @@
-"""register: the candidate becomes a model version with its lineage; the champion
-alias moves only when the gate promoted it and nobody else moved it meanwhile.
+"""register: the candidate becomes a model version with its lineage; it becomes the
+champion (a promotion tag, steps/champion.py) only when the gate promoted it and
+nobody else promoted meanwhile.
 
-A rejected candidate is registered too (tag gate=rejected) so every trained model
-can be found, but it is never aliased. Tagging happens right after the version is
-created; if it fails the version is deleted again, so no version exists without
-its lineage.
+The version is registered from the training run's artifacts (`runs:/<run>/model`),
+as an Azure ML workspace supports it (no logged-models API). A rejected candidate is
+registered too (tag gate=rejected) so every trained model can be found, but it is
+never promoted. Tagging happens right after the version is created; if it fails the
+version is deleted again (deleting a version is supported on a workspace), so no
+version exists without its lineage.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from steps._cli import StepError, StepParser, read_json, run_step, unset_text, write_json
-from steps.score_champion import CHAMPION_ALIAS, current_champion
+from steps.champion import current_champion, promote, revoke
 
 
 def ensure_registered_model(client: Any, name: str) -> None:
@@ -49,17 +52,15 @@ def register(
     train: dict,
     evaluation: dict,
     lineage: dict[str, str],
-    alias_lock=None,
+    champion_lock=None,
 ) -> dict[str, Any]:
-    """Create the version, tag it, maybe move the alias; returns the summary."""
+    """Create the version, tag it, maybe promote it; returns the summary."""
     model_uri = train.get("model_uri") or f"runs:/{train['mlflow_run_id']}/model"
-    model_id = model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
     ensure_registered_model(client, model_name)
     created = client.create_model_version(
         model_name,
         source=model_uri,
         run_id=train.get("mlflow_run_id"),
-        model_id=model_id,
         description=" ".join(evaluation.get("reasons", [])),
     )
     version = str(created.version)
@@ -80,7 +81,6 @@ def register(
         "model_name": model_name,
         "model_version": version,
         "promoted": False,
-        "alias": None,
         "decision": evaluation["decision"],
         "previous_champion_version": evaluation.get("champion_version"),
         "reason": None,
@@ -89,30 +89,28 @@ def register(
         summary["reason"] = "rejected by the gate: " + " ".join(evaluation.get("reasons", []))
         return summary
     expected = evaluation.get("champion_version")
-    with alias_lock if alias_lock is not None else contextlib.nullcontext():
-        current = current_champion(client, model_name)
-        if current != expected:
-            summary["previous_champion_version"] = current
-            summary["reason"] = (
-                f"not promoted: evaluate compared against champion "
-                f"{_label(expected)}, but the champion is now {_label(current)} (another run "
-                "promoted meanwhile); the alias was left alone"
-            )
-            client.set_model_version_tag(model_name, version, "gate", "superseded")
-            return summary
-        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
-    summary.update(promoted=True, alias=CHAMPION_ALIAS)
-    summary["reason"] = f"promoted: v{version} is now {CHAMPION_ALIAS} (was {_label(expected)})"
+    with champion_lock if champion_lock is not None else contextlib.nullcontext():
+        current = promote(client, model_name, version, expected)
+    if current is not None:
+        summary["previous_champion_version"] = current
+        summary["reason"] = (
+            f"not promoted: evaluate compared against champion "
+            f"{_label(expected)}, but the champion is now {_label(current)} (another run "
+            "promoted meanwhile); the champion was left alone"
+        )
+        client.set_model_version_tag(model_name, version, "gate", "superseded")
+        return summary
+    summary["promoted"] = True
+    summary["reason"] = f"promoted: v{version} is now the champion (was {_label(expected)})"
     return summary
 
 
 def skipped_summary(model_name: str, reason: str) -> dict[str, Any]:
-    """No candidate was trained (check_drift said skip): nothing registered, alias untouched."""
+    """No candidate was trained (check_drift said skip): nothing registered, champion kept."""
     return {
         "model_name": model_name,
         "model_version": None,
         "promoted": False,
-        "alias": None,
         "decision": None,
         "previous_champion_version": None,
         "reason": reason,
@@ -125,17 +123,18 @@ def _label(version: str | None) -> str:
 
 
 def registry_lock():
-    """Serialise alias compare-and-set between local runs sharing one sqlite registry."""
+    """Serialise the champion's compare-and-set between local runs sharing one sqlite
+    registry (elsewhere the check-write-re-read of steps/champion.py is all there is)."""
     from steps.tracking import _exclusive, sqlite_path
 
     db = sqlite_path(os.environ.get("MLFLOW_REGISTRY_URI", ""))
-    return _exclusive(db.with_name(db.name + ".alias.lock")) if db else contextlib.nullcontext()
+    return _exclusive(db.with_name(db.name + ".champion.lock")) if db else contextlib.nullcontext()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = StepParser(
         prog="python -m steps.register",
-        description="Register the candidate with lineage tags; move the champion alias if "
+        description="Register the candidate with lineage tags; make it the champion if "
         "the gate promoted it.",
     )
     parser.add_argument("--model", type=Path, required=True, help="train's output folder.")
@@ -174,7 +173,7 @@ def _run(args: argparse.Namespace) -> None:
         train=train,
         evaluation=evaluation,
         lineage=lineage,
-        alias_lock=registry_lock(),
+        champion_lock=registry_lock(),
     )
     write_json(args.out / "summary.json", summary)
     print(f"register: {args.model_name} v{summary['model_version']}: {summary['reason']}",
@@ -198,9 +197,11 @@ def restore_champion(
     with registry_lock():
         current = current_champion(client, model_name)
         if current != failed_version:
-            return f"the champion alias is at {_label(current)} (moved meanwhile), left alone"
-        if previous_version:
-            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, previous_version)
-            return f"the champion alias is back on v{previous_version}"
-        client.delete_registered_model_alias(model_name, CHAMPION_ALIAS)
-        return "the champion alias was removed (there was no champion before)"
+            return f"the champion is {_label(current)} (moved meanwhile), left alone"
+        after = revoke(client, model_name, failed_version, f"deploy failed: {reason}")
+        if after is None:
+            return "the champion was withdrawn (there was no champion before)"
+        if previous_version and after != previous_version:
+            # The previous champion was itself revoked meanwhile; say who serves now.
+            return f"the champion is back on v{after} (v{previous_version} was revoked)"
+        return f"the champion is back on v{after}"

@@ -1,8 +1,8 @@
 """score_champion: the current champion's metrics on the new test split.
 
 Runs beside train so evaluate can compare candidate and champion on exactly the
-same rows. No registered model or no `champion` alias is normal for a first run:
-the summary says so with nulls.
+same rows. No registered model or no champion (steps/champion.py) is normal for a first
+run: the summary says so with nulls.
 """
 
 from __future__ import annotations
@@ -14,20 +14,6 @@ from typing import Any
 
 from steps._cli import StepError, StepParser, run_step, write_json
 
-CHAMPION_ALIAS = "champion"
-
-
-def current_champion(client: Any, model_name: str) -> str | None:
-    """The version the alias points at, or None when there is no model or no alias."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.get_model_version_by_alias(model_name, CHAMPION_ALIAS).version)
-    except MlflowException as exc:
-        if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}:
-            return None
-        raise
-
 
 def score_champion(prepared: Path, model_name: str, out: Path) -> dict[str, Any]:
     from steps.tracking import configure_registry
@@ -35,6 +21,7 @@ def score_champion(prepared: Path, model_name: str, out: Path) -> dict[str, Any]
     configure_registry()
     import mlflow
 
+    from steps.champion import current_champion
     from steps.metrics import load_model, score_split
 
     version = current_champion(mlflow.MlflowClient(), model_name)
@@ -45,9 +32,9 @@ def score_champion(prepared: Path, model_name: str, out: Path) -> dict[str, Any]
         "note": None,
     }
     if version is None:
-        summary["note"] = f"model {model_name!r} has no {CHAMPION_ALIAS!r} alias yet"
+        summary["note"] = f"model {model_name!r} has no champion yet"
     else:
-        # Pin the version: the alias may move while we score.
+        # Load by version number: a promotion may land while we score.
         try:
             model, dataset = load_model(f"models:/{model_name}/{version}")
             summary["metrics"] = score_split(model, dataset, prepared)
@@ -64,7 +51,7 @@ def score_champion(prepared: Path, model_name: str, out: Path) -> dict[str, Any]
 def _parser() -> argparse.ArgumentParser:
     parser = StepParser(
         prog="python -m steps.score_champion",
-        description="Score the registered champion (alias 'champion') on the new test split.",
+        description="Score the registered champion on the new test split.",
     )
     parser.add_argument("--prepared", type=Path, required=True, help="prep's output folder.")
     parser.add_argument("--model-name", required=True, help="Registered model name.")

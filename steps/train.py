@@ -3,6 +3,13 @@
 Memory-lean on purpose (600k x 57 must stay well under 1.5 GB): the splits are
 read straight into float32 matrices, LightGBM bins them, and the raw matrices are
 released before boosting starts.
+
+Cheap on purpose (the step aims at <= 1.2x a bare `lightgbm.train`): MLflow is
+imported and its store opened in a thread while LightGBM (which releases the GIL)
+trains; the model is saved once, to out/model, and that folder is uploaded as the
+run's `model` artifacts, from which register creates the version (`runs:/<run>/model`).
+Not `log_model`: in MLflow 3 it goes through the logged-models API, which an Azure
+ML workspace answers 404 (azure-sdk-for-python#44896).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,18 +132,32 @@ def input_example(prepared: Path, dataset: ResolvedDataset):
     return (complete if len(complete) >= 3 else frame.fillna(0.0)).head(5)
 
 
-def train(
-    prepared: Path, params: TrainParams, out: Path, *, candidate: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Fit, log to MLflow, save the model under out/model and out/summary.json.
-    `candidate` (slot, overrides) is kept in the summary and tagged on the MLflow run."""
+def _open_tracking():
+    """MLflow with the modules saving a model needs, pointed at the store (run in a
+    thread beside the fit)."""
     from steps.tracking import configure_tracking
 
     configure_tracking()
     import mlflow
+    import mlflow.lightgbm  # noqa: F401
+    import mlflow.models  # noqa: F401
+
+    return mlflow
+
+
+def train(
+    prepared: Path, params: TrainParams, out: Path, *, candidate: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Fit, save the model under out/model once, log run and model to MLflow, write
+    out/summary.json. `candidate` (slot, overrides) is kept in the summary and tagged
+    on the MLflow run."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-import") as pool:
+        tracking = pool.submit(_open_tracking)
+        booster, dataset, auc_history, seconds, config = fit(prepared, params)
+        mlflow = tracking.result()
+    from mlflow.entities import Metric
     from mlflow.models import infer_signature
 
-    booster, dataset, auc_history, seconds, config = fit(prepared, params)
     best_iteration = int(booster.best_iteration or booster.current_iteration())
     valid_auc = float(auc_history[best_iteration - 1]) if auc_history else float("nan")
     example = input_example(prepared, dataset)
@@ -147,6 +169,12 @@ def train(
         "metadata": metadata,
         "pip_requirements": model_requirements(),
     }
+    model_dir = out / MODEL_DIR
+    if model_dir.exists():
+        import shutil
+
+        shutil.rmtree(model_dir)
+    mlflow.lightgbm.save_model(booster, path=model_dir, **saved)
     with mlflow.start_run() as run:
         mlflow.log_params({**params.model_dump(), **{f"lgb_{k}": v for k, v in config.items()}})
         if candidate is not None:
@@ -157,9 +185,14 @@ def train(
                 "categorical_features": len(dataset.categorical_features()),
             }
         )
+        # The validation curve (at most ~200 points) in one request, not one per point.
+        now = int(time.time() * 1000)
         step = max(1, len(auc_history) // 200)
-        for index in range(0, len(auc_history), step):
-            mlflow.log_metric("valid_auc_curve", auc_history[index], step=index + 1)
+        curve = [
+            Metric("valid_auc_curve", auc_history[index], now, index + 1)
+            for index in range(0, len(auc_history), step)
+        ]
+        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=curve)
         mlflow.log_metrics(
             {"valid_auc": valid_auc, "best_iteration": best_iteration, "train_seconds": seconds}
         )
@@ -167,20 +200,14 @@ def train(
         # later check_drift can compare a new drop with what this model learned from.
         profile = read_json(prepared / PROFILE_FILE, what="prepared data")
         mlflow.log_dict(profile, PROFILE_ARTIFACT)
-        info = mlflow.lightgbm.log_model(booster, name=MODEL_DIR, **saved)
-        model_dir = out / MODEL_DIR
-        if model_dir.exists():
-            import shutil
-
-            shutil.rmtree(model_dir)
-        mlflow.lightgbm.save_model(booster, path=model_dir, **saved)
+        mlflow.log_artifacts(str(model_dir), artifact_path=MODEL_DIR)
         summary = {
             "mlflow_run_id": run.info.run_id,
             "best_iteration": best_iteration,
             "rounds_trained": int(booster.current_iteration()),
             "valid_auc": valid_auc,
             "train_seconds": round(seconds, 3),
-            "model_uri": info.model_uri,
+            "model_uri": f"runs:/{run.info.run_id}/{MODEL_DIR}",
         }
         if candidate is not None:
             summary["candidate"] = candidate

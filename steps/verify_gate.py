@@ -25,13 +25,13 @@ def champion_on_rows(model_name: str, data: Path, target_column: str, target) ->
     import mlflow
     import numpy as np
 
+    from steps.champion import current_champion
     from steps.metrics import classification_metrics, load_model
-    from steps.score_champion import CHAMPION_ALIAS, current_champion
 
     version = current_champion(mlflow.MlflowClient(), model_name)
     result: dict[str, Any] = {"champion_version": version, "metrics": None, "note": None}
     if version is None:
-        result["note"] = f"model {model_name!r} has no {CHAMPION_ALIAS!r} alias yet"
+        result["note"] = f"model {model_name!r} has no champion yet"
         return result
     try:
         model, dataset = load_model(f"models:/{model_name}/{version}")

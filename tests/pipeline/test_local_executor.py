@@ -160,7 +160,6 @@ def test_key_figures_come_from_the_step_summaries():
                 "model_name": "m",
                 "model_version": "4",
                 "promoted": True,
-                "alias": "champion",
             },
             "deploy": {"target": "local", "scoring_uri": "http://127.0.0.1:5001/score"},
             "smoke_test": {"passed": True, "rows": 10},

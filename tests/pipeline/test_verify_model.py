@@ -1,7 +1,7 @@
 """Bring-your-own-model verification, end to end on this machine: POST-shaped bodies
 through the trigger service, the verify pipeline in detached workers (test endpoint,
 HTTP scoring, teardown, the ChampionGate), the callback on the terminal state. The
-champion (registry alias and its live local endpoint) is untouched throughout."""
+champion (its registry tags and its live local endpoint) is untouched throughout."""
 
 from __future__ import annotations
 
@@ -152,13 +152,13 @@ def test_a_good_model_passes_a_bad_one_is_rejected_a_broken_one_fails_champion_u
         assert by_run[runs["constant"]]["gate_decision"] == "reject"
         assert by_run[runs["broken"]]["status"] == "failed"
 
-        # The champion: the same version under the alias, the same live server, serving.
+        # The champion: the same version, the same live server, serving.
+        from steps.champion import current_champion
         from steps.tracking import configure_registry
 
         configure_registry()
         client = mlflow.MlflowClient()
-        champion = client.get_model_version_by_alias("porto-seguro-lgbm", "champion")
-        assert str(champion.version) == "1"
+        assert current_champion(client, "porto-seguro-lgbm") == "1"
         assert len(client.search_model_versions("name='porto-seguro-lgbm'")) == 1
         live_after = current(home, "porto-seguro")
         assert live_after["pid"] == live_before["pid"] and live_after["alive"]

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from steps import batch_score
+from steps.champion import current_champion
 from steps.dataset import ResolvedDataset
 from steps.register import register
 from tests.steps.conftest import mlflow_env, use_env
@@ -72,7 +73,7 @@ def test_the_champion_scores_every_row_as_one_whole_frame_predict_would(
     )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    champion = client.get_model_version_by_alias(name, "champion").version
+    champion = current_champion(client, name)
     assert summary["model_version"] == str(champion) == "2"
     assert summary["rows"] == len(whole)
     assert [p["file"] for p in summary["parts"]] == ["a.csv", "b.csv.gz", "c.parquet"]
@@ -105,7 +106,7 @@ def test_no_champion_yet_says_what_to_do(registry, new_rows, tmp_path, capsys):
     code = batch_score.main(["--data", str(folder), "--model-name", "never-trained", "--out",
                              str(out)])  # fmt: skip
     assert code == 2
-    assert "no 'champion' alias yet" in capsys.readouterr().err
+    assert "has no champion yet" in capsys.readouterr().err
 
 
 def test_a_bad_value_in_a_late_chunk_fails_naming_file_and_column_and_writes_nothing(

@@ -3,7 +3,7 @@
 Run 1 trains, promotes and deploys v1. Run 2's candidate is rejected by the gate:
 deploy is skipped and v1 keeps serving. Run 3's candidate is promoted but cannot
 load in the scoring server: the smoke test fails, v1 keeps serving and the
-champion alias goes back to v1. Steps are called through their CLIs in-process
+champion is back on v1 (its promotion revoked). Steps are called through their CLIs in-process
 (the same argv the executor passes); the scoring servers are real processes.
 """
 
@@ -17,8 +17,8 @@ import mlflow
 import pytest
 
 from steps import deploy, evaluate, prep, register, score_champion, smoke_test, train
+from steps.champion import current_champion
 from steps.local_endpoint import current, stop_all
-from steps.score_champion import current_champion
 
 from .conftest import mlflow_env, prep_args, train_args, use_env
 
@@ -120,8 +120,8 @@ def test_promote_then_reject_then_failed_deploy_keeps_v1_serving(
 
     def register_then_break(client_, **kwargs):
         summary = original_register(client_, **kwargs)
-        model_id = kwargs["train"]["model_uri"].split("/", 1)[1]
-        artifacts = client_.get_logged_model(model_id).artifact_location
+        run_id = kwargs["train"]["mlflow_run_id"]
+        artifacts = client_.get_run(run_id).info.artifact_uri + "/model"
         (Path(artifacts.removeprefix("file://")) / "model.lgb").write_text("not a model")
         return summary
 
@@ -137,7 +137,7 @@ def test_promote_then_reject_then_failed_deploy_keeps_v1_serving(
     message = [line for line in err.splitlines() if line.startswith("error: ")][-1]
     assert "new deployment green (model v3) failed" in message
     assert "the old deployment blue (model v1) keeps serving" in message
-    assert "the champion alias is back on v1" in message
+    assert "the champion is back on v1" in message
     assert current_champion(client, MODEL) == "1"
     assert client.get_model_version(MODEL, "3").tags["deploy"] == "failed"
     live_after = current(pipeline_home, ENDPOINT)
@@ -158,7 +158,7 @@ def test_target_none_and_unpromoted_candidates_skip_deploy(tmp_path, prepared):
     registration = tmp_path / "registration"
     registration.mkdir()
     (registration / "summary.json").write_text(
-        json.dumps({"model_name": "m", "model_version": "4", "promoted": True, "alias": "champion"})
+        json.dumps({"model_name": "m", "model_version": "4", "promoted": True})
     )
     summary = deploy.deploy(registration, prepared, "none", "ep-1", tmp_path / "out")
     assert summary["skipped_reason"] == "deploy_target is none" and summary["scoring_uri"] is None

@@ -1,4 +1,4 @@
-"""register: lineage tags, no half-registered versions, compare-and-set on the alias."""
+"""register: lineage tags, no half-registered versions, compare-and-set on the champion."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from steps import register as register_step
 from steps._cli import StepError
+from steps.champion import PROMOTION_TAG, REVOKED_TAG, current_champion
 from steps.register import register, restore_champion
-from steps.score_champion import current_champion
 
 from .conftest import mlflow_env, use_env
 
@@ -61,34 +61,36 @@ class TaggingBreaks:
 def test_promoted_version_carries_lineage_and_becomes_champion(client, train_summary):
     summary = register(client, model_name="reg-lineage", train=train_summary,
                        evaluation=evaluation(), lineage=LINEAGE)  # fmt: skip
-    assert summary["promoted"] and summary["alias"] == "champion"
-    assert summary["model_version"] == "1"
+    assert summary["promoted"] and summary["model_version"] == "1"
     version = client.get_model_version("reg-lineage", "1")
     assert version.tags["data_location"] == "drops/d1/" and version.tags["run_key"] == "k1"
     assert version.tags["mlflow_run_id"] == train_summary["mlflow_run_id"]
     assert version.tags["gate"] == "promoted" and version.tags["test_auc"] == "0.700000"
+    assert version.tags[PROMOTION_TAG] == "1"
+    assert version.source.endswith("/model") and version.run_id == train_summary["mlflow_run_id"]
     assert current_champion(client, "reg-lineage") == "1"
 
 
-def test_a_rejected_candidate_is_registered_but_never_aliased(client, train_summary):
+def test_a_rejected_candidate_is_registered_but_never_promoted(client, train_summary):
     summary = register(client, model_name="reg-rejected", train=train_summary,
                        evaluation=evaluation("reject"), lineage=LINEAGE)  # fmt: skip
-    assert not summary["promoted"] and summary["alias"] is None
+    assert not summary["promoted"]
     assert summary["reason"].startswith("rejected by the gate")
     assert client.get_model_version("reg-rejected", "1").tags["gate"] == "rejected"
     assert current_champion(client, "reg-rejected") is None
 
 
-def test_the_alias_does_not_move_if_another_run_promoted_meanwhile(client, train_summary):
+def test_the_champion_does_not_move_if_another_run_promoted_meanwhile(client, train_summary):
     first = register(client, model_name="reg-race", train=train_summary,
                      evaluation=evaluation(), lineage=LINEAGE)  # fmt: skip
     # This candidate was evaluated when there was no champion; v1 has been promoted since.
     late = register(client, model_name="reg-race", train=train_summary,
                     evaluation=evaluation(champion=None), lineage=LINEAGE)  # fmt: skip
-    assert first["promoted"] and not late["promoted"] and late["alias"] is None
+    assert first["promoted"] and not late["promoted"]
     assert "champion is now v1" in late["reason"]
     assert current_champion(client, "reg-race") == "1"
-    assert client.get_model_version("reg-race", late["model_version"]).tags["gate"] == "superseded"
+    late_tags = client.get_model_version("reg-race", late["model_version"]).tags
+    assert late_tags["gate"] == "superseded" and PROMOTION_TAG not in late_tags
 
 
 def test_a_tagging_failure_deletes_the_new_version(client, train_summary):
@@ -100,7 +102,7 @@ def test_a_tagging_failure_deletes_the_new_version(client, train_summary):
     assert current_champion(client, "reg-broken") is None
 
 
-def test_restore_champion_puts_the_alias_back(client, train_summary):
+def test_restore_champion_revokes_the_failed_promotion(client, train_summary):
     for _ in range(2):
         register(client, model_name="reg-restore", train=train_summary,
                  evaluation=evaluation(champion=current_champion(client, "reg-restore")),
@@ -109,7 +111,21 @@ def test_restore_champion_puts_the_alias_back(client, train_summary):
     done = restore_champion(client, model_name="reg-restore", failed_version="2",
                             previous_version="1", reason="smoke test failed")  # fmt: skip
     assert "back on v1" in done and current_champion(client, "reg-restore") == "1"
-    assert client.get_model_version("reg-restore", "2").tags["deploy"] == "failed"
+    failed = client.get_model_version("reg-restore", "2").tags
+    assert failed["deploy"] == "failed" and "smoke test failed" in failed[REVOKED_TAG]
+    # The next promotion gets a number never used before, revoked ones included.
+    third = register(client, model_name="reg-restore", train=train_summary,
+                     evaluation=evaluation(champion="1"), lineage=LINEAGE)  # fmt: skip
+    assert third["promoted"] and current_champion(client, "reg-restore") == "3"
+    assert client.get_model_version("reg-restore", "3").tags[PROMOTION_TAG] == "3"
+
+
+def test_restoring_with_no_previous_champion_leaves_none(client, train_summary):
+    register(client, model_name="reg-first", train=train_summary,
+             evaluation=evaluation(), lineage=LINEAGE)  # fmt: skip
+    done = restore_champion(client, model_name="reg-first", failed_version="1",
+                            previous_version=None, reason="endpoint refused")  # fmt: skip
+    assert "withdrawn" in done and current_champion(client, "reg-first") is None
 
 
 def test_cli_writes_the_contract_summary(session_home, trained, tmp_path, monkeypatch):
@@ -123,4 +139,4 @@ def test_cli_writes_the_contract_summary(session_home, trained, tmp_path, monkey
     assert register_step.main(args) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["model_name"] == "reg-cli" and summary["model_version"] == "1"
-    assert summary["promoted"] is True and summary["alias"] == "champion"
+    assert summary["promoted"] is True and "now the champion" in summary["reason"]
