@@ -45,14 +45,20 @@ class StepEvent:
 Progress = Callable[[StepEvent], None]
 
 
+# A Python other than this one to run the steps with, e.g. a virtualenv built from
+# pipeline/environment/conda.yaml (the Azure ML step environment); default: this one.
+STEP_PYTHON_VARIABLE = "AML_TRIGGER_STEP_PYTHON"
+
+
 def step_environment(home: Path, experiment: str) -> dict[str, str]:
     """What every step process gets on top of this process's environment (the
-    contract: MLflow on the home's SQLite store, the home, the repo on PYTHONPATH)."""
+    contract: MLflow on the home's SQLite store unless MLFLOW_TRACKING_URI names a
+    server, the home, the repo on PYTHONPATH)."""
     home = Path(home).resolve()
-    tracking = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     return {
         "MLFLOW_TRACKING_URI": tracking,
-        "MLFLOW_REGISTRY_URI": tracking,
+        "MLFLOW_REGISTRY_URI": os.environ.get("MLFLOW_REGISTRY_URI") or tracking,
         "MLFLOW_EXPERIMENT_NAME": experiment,
         "AML_TRIGGER_HOME": str(home),
         "PYTHONPATH": str(REPO_ROOT),
@@ -69,8 +75,10 @@ class LocalExecutor:
         experiment: str = "aml-trigger",
         kill_grace_s: float = 5.0,
         cancel_check: Callable[[], bool] | None = None,
+        python: str | None = None,
     ) -> None:
         self.definition = definition
+        self.python = python or os.environ.get(STEP_PYTHON_VARIABLE) or None
         self.store = store
         self.experiment = experiment
         self.kill_grace_s = kill_grace_s
@@ -181,7 +189,9 @@ class _Run:
         log_path = self.store.log_path(self.run_id, node)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            argv = self.definition.argv(node, self.inputs, self.outputs)
+            argv = self.definition.argv(
+                node, self.inputs, self.outputs, python=self.executor.python
+            )
         except DefinitionError as exc:
             self._fail(node, str(exc), duration=0.0)
             return

@@ -9,9 +9,11 @@ local run differ only where azureml-mlflow's caps force it.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +32,8 @@ name: aml-trigger-steps
 channels:
   - conda-forge
 dependencies:
-  - python=3.11
-  - pip
+  - python={python}
+  - pip={pip}
   - pip:
 """
 
@@ -67,7 +69,9 @@ def main() -> int:
         key=str.lower,
     )
     lines = "".join(f"      - {pin}\n" for pin in pins)
-    (ENV_DIR / "conda.yaml").write_text(HEADER + lines)
+    # The interpreter and pip that resolved (and, in the test, install) the pins.
+    header = HEADER.format(python=platform.python_version(), pip=version("pip"))
+    (ENV_DIR / "conda.yaml").write_text(header + lines)
     sys.stdout.write(f"pipeline/environment/conda.yaml: {len(pins)} packages pinned\n")
     return 0
 

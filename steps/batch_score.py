@@ -198,10 +198,12 @@ def batch_score(
     configure_registry()
     import mlflow
 
+    from steps.champion import model_version_uri
     from steps.metrics import load_model
 
-    version = resolve_version(mlflow.MlflowClient(), model_name, model_version)
-    model, dataset = load_model(f"models:/{model_name}/{version}")
+    client = mlflow.MlflowClient()
+    version = resolve_version(client, model_name, model_version)
+    model, dataset = load_model(model_version_uri(client, model_name, version))
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))

@@ -87,3 +87,19 @@ def revoke(client: Any, model_name: str, version: str, reason: str) -> str | Non
     """Take `version`'s promotion back; returns the champion after (the previous one)."""
     client.set_model_version_tag(model_name, version, REVOKED_TAG, reason[:4000] or "revoked")
     return current_champion(client, model_name)
+
+
+def model_version_uri(client: Any, model_name: str, version: str) -> str:
+    """Where a version's files are, as a URI MLflow downloads directly. A version
+    registered from `runs:/<run>/model` can answer with that runs:/ URI, and MLflow 3
+    resolves runs:/ by searching logged models first (a call a workspace refuses), so
+    it is turned into the run's own artifact location here."""
+    uri = client.get_model_version_download_uri(model_name, version)
+    return artifact_uri(client, uri) if uri.startswith("runs:/") else uri
+
+
+def artifact_uri(client: Any, runs_uri: str) -> str:
+    """runs:/<run>/<path> -> <the run's artifact root>/<path>."""
+    run_id, _, path = runs_uri[len("runs:/") :].partition("/")
+    root = client.get_run(run_id).info.artifact_uri.rstrip("/")
+    return f"{root}/{path}" if path else root

@@ -282,7 +282,7 @@ class Champion:
 def load_champion(model_name: str) -> Champion:
     """The champion's version, lineage and training profile (None with a note when
     the profile cannot be had: an older model, a deleted run, a broken file)."""
-    from steps.champion import current_champion
+    from steps.champion import artifact_uri, current_champion
     from steps.tracking import configure_registry
 
     configure_registry()
@@ -299,9 +299,9 @@ def load_champion(model_name: str) -> Champion:
         return champion
     try:
         with tempfile.TemporaryDirectory(prefix="aml-trigger-profile-") as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=details.run_id, artifact_path=PROFILE_ARTIFACT, dst_path=tmp
-            )
+            # From the run's artifact root, not runs:/ (see steps/champion.artifact_uri).
+            source = artifact_uri(client, f"runs:/{details.run_id}/{PROFILE_ARTIFACT}")
+            path = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
             champion.profile = read_json(Path(path), what="champion training profile")
     except Exception as exc:  # noqa: BLE001 - a missing profile means "retrain", not a failure
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -28,7 +28,8 @@ def classification_metrics(target: np.ndarray, probabilities: np.ndarray) -> dic
 
 
 def load_model(uri: str):
-    """(pyfunc model, its ResolvedDataset) from a path or models:/ URI."""
+    """(pyfunc model, its ResolvedDataset) from a path or an artifact URI (a registered
+    version's: steps.champion.model_version_uri)."""
     import mlflow
 
     model = mlflow.pyfunc.load_model(uri)

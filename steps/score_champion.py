@@ -21,10 +21,11 @@ def score_champion(prepared: Path, model_name: str, out: Path) -> dict[str, Any]
     configure_registry()
     import mlflow
 
-    from steps.champion import current_champion
+    from steps.champion import current_champion, model_version_uri
     from steps.metrics import load_model, score_split
 
-    version = current_champion(mlflow.MlflowClient(), model_name)
+    client = mlflow.MlflowClient()
+    version = current_champion(client, model_name)
     summary: dict[str, Any] = {
         "champion_version": version,
         "metrics": None,
@@ -36,7 +37,7 @@ def score_champion(prepared: Path, model_name: str, out: Path) -> dict[str, Any]
     else:
         # Load by version number: a promotion may land while we score.
         try:
-            model, dataset = load_model(f"models:/{model_name}/{version}")
+            model, dataset = load_model(model_version_uri(client, model_name, version))
             summary["metrics"] = score_split(model, dataset, prepared)
         except StepError as exc:
             summary["note"] = str(exc)

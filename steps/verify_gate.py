@@ -25,16 +25,17 @@ def champion_on_rows(model_name: str, data: Path, target_column: str, target) ->
     import mlflow
     import numpy as np
 
-    from steps.champion import current_champion
+    from steps.champion import current_champion, model_version_uri
     from steps.metrics import classification_metrics, load_model
 
-    version = current_champion(mlflow.MlflowClient(), model_name)
+    client = mlflow.MlflowClient()
+    version = current_champion(client, model_name)
     result: dict[str, Any] = {"champion_version": version, "metrics": None, "note": None}
     if version is None:
         result["note"] = f"model {model_name!r} has no champion yet"
         return result
     try:
-        model, dataset = load_model(f"models:/{model_name}/{version}")
+        model, dataset = load_model(model_version_uri(client, model_name, version))
         frame, _ = load_rows(data, target_column)
         probabilities = np.asarray(
             model.predict(dataset.clean(frame, source="verification data")), dtype="float64"

@@ -37,7 +37,9 @@ def home(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     for name in list(os.environ):
-        if name.startswith(("AML_", "AzureWebJobs", "PIPELINE_BACKEND", "INCOMING_CONTAINER")):
+        if name.startswith(
+            ("AML_", "AzureWebJobs", "PIPELINE_BACKEND", "INCOMING_CONTAINER", "MLFLOW_")
+        ):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AML_TRIGGER_HOME", str(path))
     return path

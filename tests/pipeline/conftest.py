@@ -6,9 +6,16 @@ them) and are read by the same definition code as the real one.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -115,3 +122,129 @@ def reaper():
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+# -- MLflow as an Azure ML workspace answers it -----------------------------------------
+# A workspace's MLflow endpoint is MLflow's REST API minus what its support matrix
+# lacks (Microsoft Learn, "Manage models registry in Azure Machine Learning with
+# MLflow": no aliases, no model rename, no whole-model delete) and minus MLflow 3's
+# logged-models API (azure-sdk-for-python#44896). The stand-in is a real `mlflow
+# server` behind a proxy that answers those calls as an unknown endpoint.
+WORKSPACE_LACKS = re.compile(
+    r"/mlflow/(logged-models\b|registered-models/(alias|rename)\b|registered-models/delete$)"
+)
+
+
+class WorkspaceMlflow:
+    """The proxy's address (MLFLOW_TRACKING_URI) and what it refused."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.refused: list[str] = []
+        self.forwarded = 0
+
+
+def _proxy_handler(upstream: str, record: WorkspaceMlflow):
+    class Handler(BaseHTTPRequestHandler):
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while size := int(self.rfile.readline().strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _handle(self) -> None:
+            body = self._body()
+            path = self.path.split("?", 1)[0]
+            if WORKSPACE_LACKS.search(path):
+                record.refused.append(f"{self.command} {path}")
+                payload = json.dumps(
+                    {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API route for {path}"}
+                ).encode()
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            record.forwarded += 1
+            conn = http.client.HTTPConnection(upstream, timeout=120)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+            headers["Host"] = upstream
+            conn.request(self.command, self.path, body=body, headers=headers)
+            answer = conn.getresponse()
+            data = answer.read()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in _HOP | {"content-length"}:
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
+
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "proxy-connection"}
+
+
+@pytest.fixture
+def workspace_mlflow(home, tmp_path, monkeypatch):
+    """A real `mlflow server` (sqlite store, served artifacts, one worker) behind the
+    workspace proxy; MLFLOW_TRACKING_URI points every step at the proxy."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    store = tmp_path / "mlflow-server"
+    store.mkdir()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination", str(store / "artifacts"),
+        ],
+        stdout=open(store / "server.log", "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    proxy = None
+    try:
+        upstream = f"127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            if server.poll() is not None:
+                raise AssertionError((store / "server.log").read_text()[-3000:])
+            try:
+                conn = http.client.HTTPConnection(upstream, timeout=2)
+                conn.request("GET", "/health")
+                return conn.getresponse().status == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, timeout=90, interval=0.25)
+        record = WorkspaceMlflow("")
+        proxy = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(upstream, record))
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        record.uri = f"http://127.0.0.1:{proxy.server_address[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", record.uri)
+        monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        yield record
+    finally:
+        if proxy is not None:
+            proxy.shutdown()
+            proxy.server_close()
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
