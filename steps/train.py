@@ -30,16 +30,30 @@ from steps.prepared import PROFILE_FILE, load_dataset, load_split
 
 MODEL_DIR = "model"
 DATASET_METADATA_KEY = "aml_trigger_dataset"
-# What loading and scoring the model needs (score.py cleans with pydantic models).
-_MODEL_REQUIREMENTS = ("mlflow", "lightgbm", "numpy", "scipy", "pandas", "pyarrow", "pydantic")
+# What loading and scoring the model needs (score.py cleans with pydantic models); the
+# step environment on Azure ML has MLflow as mlflow-skinny (what azureml-mlflow needs).
+_MODEL_REQUIREMENTS = (
+    ("mlflow", "mlflow-skinny"), ("lightgbm",), ("numpy",), ("scipy",), ("pandas",),
+    ("pyarrow",), ("pydantic",),
+)  # fmt: skip
 
 
 def model_requirements() -> list[str]:
     """Pinned to what trained it. MLflow would otherwise infer them by loading the model
     in a subprocess, which costs ~5 s per save."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{name}=={version(name)}" for name in _MODEL_REQUIREMENTS]
+    pins = []
+    for names in _MODEL_REQUIREMENTS:
+        for name in names:
+            try:
+                pins.append(f"{name}=={version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
+        else:
+            raise StepError(f"none of {', '.join(names)} is installed; the model needs it")
+    return pins
 
 
 def lightgbm_params(params: TrainParams, positives: int, negatives: int) -> dict[str, Any]:

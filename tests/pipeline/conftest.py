@@ -244,7 +244,42 @@ def workspace_mlflow(home, tmp_path, monkeypatch):
             proxy.server_close()
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=15)
+            server.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+# -- The Azure ML step environment, built from its spec ---------------------------------
+ENVIRONMENT_DIR = Path(__file__).resolve().parents[2] / "pipeline" / "environment"
+
+
+def step_spec() -> tuple[list[str], list[str]]:
+    """(conda dependencies, pip requirements) of pipeline/environment/conda.yaml."""
+    doc = yaml.safe_load((ENVIRONMENT_DIR / "conda.yaml").read_text())
+    conda = [d for d in doc["dependencies"] if isinstance(d, str)]
+    pip = [r for d in doc["dependencies"] if isinstance(d, dict) for r in d.get("pip", [])]
+    return conda, pip
+
+
+@pytest.fixture(scope="session")
+def step_python(tmp_path_factory) -> str:
+    """The python of a fresh virtualenv holding exactly the step environment's pip
+    packages (pip's cache makes a rebuild take about a minute)."""
+    conda, pip = step_spec()
+    wanted = next(d.split("=", 1)[1] for d in conda if d.startswith("python="))
+    here = ".".join(map(str, sys.version_info[:3]))
+    if here.rsplit(".", 1)[0] != wanted.rsplit(".", 1)[0]:
+        pytest.fail(f"the step environment pins python {wanted}; this is {here}")
+    venv = tmp_path_factory.mktemp("step-env") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    requirements = venv.parent / "requirements.txt"
+    requirements.write_text("\n".join(pip) + "\n")
+    python = str(venv / "bin" / "python")
+    installed = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "-r", str(requirements)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-4000:]
+    return python

@@ -1,7 +1,9 @@
 """The whole pipeline, twice, against MLflow as an Azure ML workspace answers it: a
 real `mlflow server` behind a proxy that refuses what the workspace lacks (aliases,
 logged models, model rename and delete; see conftest.py). The second run is judged
-against the first one's champion; neither makes a call the workspace would refuse."""
+against the first one's champion; neither makes a call the workspace would refuse.
+The steps run in the development virtualenv, and in the Azure ML step environment
+built from pipeline/environment/conda.yaml (mlflow-skinny + azureml-mlflow)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import mlflow
 import pytest
 
 from cli.main import main
+from pipeline.local_executor import STEP_PYTHON_VARIABLE
 
 pytestmark = pytest.mark.slow
 
@@ -47,9 +50,12 @@ def test_the_proxy_refuses_what_a_workspace_lacks(workspace_mlflow):
     assert [m.name for m in client.search_registered_models()] == ["probe"]
 
 
+@pytest.mark.parametrize("steps_in", ["dev-virtualenv", "step-environment"])
 def test_two_runs_track_register_and_promote_only_through_supported_calls(
-    workspace_mlflow, home, tmp_path, capsys
+    steps_in, workspace_mlflow, home, tmp_path, capsys, monkeypatch, request
 ):
+    if steps_in == "step-environment":
+        monkeypatch.setenv(STEP_PYTHON_VARIABLE, request.getfixturevalue("step_python"))
     from steps.champion import PROMOTION_TAG, current_champion
     from steps.sample_data import write_sample_data
 
@@ -57,6 +63,9 @@ def test_two_runs_track_register_and_promote_only_through_supported_calls(
     write_sample_data(data, rows=6_000, seed=7, parts=2)
     first = run_pipeline(data, capsys)
     assert first["gate"]["decision"] == "promote" and first["model_version"] == "1"
+    if steps_in == "step-environment":
+        log = next((home / "runs").glob("*/logs/train.log")).read_text()
+        assert log.startswith(f"$ {request.getfixturevalue('step_python')} -m steps.train")
     second = run_pipeline(data, capsys)
     assert second["model_version"] == "2"
     # Judged against the first run's champion, found through the registry's tags.
