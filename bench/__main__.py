@@ -11,7 +11,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-SUITES = ("pipeline", "imports", "http", "telemetry", "blob", "drift", "batch", "sweep", "idle")
+SUITES = (
+    "pipeline", "train", "imports", "http", "telemetry", "blob", "drift", "batch", "sweep",
+    "idle",
+)  # fmt: skip
 
 
 def main() -> None:
@@ -42,6 +45,10 @@ def main() -> None:
                 from steps.local_endpoint import stop_all
 
                 stop_all(home)
+        if "train" in suites:
+            from bench import train_step
+
+            train_step.main(args.rows, args.seed, work / "train")
         if "imports" in suites:
             from bench import imports
 

@@ -25,7 +25,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bare_lightgbm(prepared, rounds: int | None) -> dict:
+def bare_lightgbm(prepared, rounds: int | None, threads: int | None = None) -> dict:
     """The step's own data loading and parameters, `rounds` boosting rounds (the
     number the step trained, so both do the same work), nothing else."""
     import lightgbm as lgb
@@ -36,7 +36,7 @@ def bare_lightgbm(prepared, rounds: int | None) -> dict:
     from steps.train import lightgbm_params
 
     dataset = load_dataset(prepared)
-    params = TrainParams()
+    params = TrainParams() if threads is None else TrainParams(num_threads=threads)
     x_train, y_train = load_split(prepared, "train", dataset)
     x_valid, y_valid = load_split(prepared, "valid", dataset)
     config = lightgbm_params(params, int(y_train.sum()), int(len(y_train) - y_train.sum()))
@@ -98,9 +98,10 @@ def main() -> None:
     parser.add_argument("which", choices=["lightgbm", "sklearn"])
     parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--num-threads", type=int, default=None, help="lightgbm only")
     args = parser.parse_args()
     if args.which == "lightgbm":
-        result = bare_lightgbm(args.prepared, args.rounds)
+        result = bare_lightgbm(args.prepared, args.rounds, args.num_threads)
     else:
         result = sklearn_hgb(args.prepared, args.rounds or 100)
     result.update(wall_s=time.perf_counter() - STARTED, peak_rss_mb=_peak_rss_mb())

@@ -218,7 +218,9 @@ def train(
         summary = {
             "mlflow_run_id": run.info.run_id,
             "best_iteration": best_iteration,
-            "rounds_trained": int(booster.current_iteration()),
+            # Rounds boosted, early-stopping patience included (the returned booster
+            # keeps only best_iteration trees, so current_iteration() would say less).
+            "rounds_trained": len(auc_history) or int(booster.current_iteration()),
             "valid_auc": valid_auc,
             "train_seconds": round(seconds, 3),
             "model_uri": f"runs:/{run.info.run_id}/{MODEL_DIR}",
