@@ -6,7 +6,7 @@ verify pipeline (pipeline/verify_model_pipeline.yaml) deploys the model to a
 throw-away test endpoint, scores the data through it over HTTP, tears the endpoint
 down, and judges the result with the same ChampionGate as training: the KPIs'
 floor, and no more than the allowed regression against the champion on the same
-rows. Nothing is registered, aliased or deployed to the champion's endpoint.
+rows. Nothing is registered, promoted or deployed to the champion's endpoint.
 
 It goes through the same trigger service as training (validation, ledger,
 idempotency, the concurrency limit, the callback on a terminal state); the

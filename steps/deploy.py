@@ -2,8 +2,9 @@
 
 Skipped (exit 0, with the reason) when the target is `none` or the gate did not
 promote the candidate: the current champion keeps serving. When a deployment
-fails its smoke test the old deployment keeps serving and the champion alias is
-put back where it was, so the registry never names a model the endpoint refused.
+fails its smoke test the old deployment keeps serving and the version's promotion
+is revoked (steps/champion.py), so the registry never names a model the endpoint
+refused.
 """
 
 from __future__ import annotations
@@ -90,12 +91,15 @@ def deploy(
 def _deploy_local(endpoint_name: str, model_name: str, version: str, rows: list) -> dict[str, Any]:
     import mlflow
 
+    from steps.champion import model_version_uri
     from steps.local_endpoint import deploy_local
 
     home = Path(os.environ.get("AML_TRIGGER_HOME") or ".local").resolve()
     with tempfile.TemporaryDirectory(prefix="aml-trigger-model-") as tmp:
         source = Path(
-            mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}", dst_path=tmp)
+            mlflow.artifacts.download_artifacts(
+                model_version_uri(mlflow.MlflowClient(), model_name, version), dst_path=tmp
+            )
         )
         info = deploy_local(
             home=home,
