@@ -65,7 +65,11 @@ def test_trains_logs_to_mlflow_and_saves_a_loadable_model(trained, prepared, ses
     assert experiment.artifact_location == (session_home / "mlflow" / "artifacts").as_uri()
     train_cwds = list(session_home.parent.parent.glob("train-cwd*/*"))
     assert train_cwds == []
-    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    # Logged once, as the run's `model` artifacts (no logged-model entity).
+    assert summary["model_uri"] == f"runs:/{summary['mlflow_run_id']}/model"
+    from steps.champion import artifact_uri
+
+    model = mlflow.pyfunc.load_model(artifact_uri(client, summary["model_uri"]))
     assert model.metadata.get_input_schema().input_names()[:2] == ["ps_ind_01", "ps_ind_02_cat"]
 
 
