@@ -330,6 +330,31 @@ def run_history(fake: FakeAzure, children: dict[str, list[dict]]) -> None:
         fake.on("GET", rf"/history/v1\.0/.*/runs/{name}/children", (200, {"value": runs}))
 
 
+def route_deployment_assets(fake: FakeAzure) -> str:
+    """What deploying the steps' code to an online endpoint reads from the workspace:
+    the workspace itself, the published aml-trigger-steps environment and the code
+    snapshot already uploaded (so no upload leaves the machine). Returns the code id."""
+    fake.on(
+        "GET",
+        rf"/workspaces/{WS}\?",
+        (200, {"id": WS_PATH, "name": WS, "location": "westeurope", "properties": {}}),
+    )
+    env_id = f"{WS_PATH}/environments/aml-trigger-steps/versions/0.1.0-abc"
+    fake.on(
+        "GET",
+        r"/environments/aml-trigger-steps/versions\?",
+        (200, {"value": [{"id": env_id, "name": "0.1.0-abc", "properties": {"image": "x"}}]}),
+    )
+    code_id = f"{WS_PATH}/codes/steps-snapshot/versions/1"
+    fake.on("GET", r"/codes/[^/]+/versions\?", (200, {"value": [{"id": code_id, "name": "1"}]}))
+    fake.on(
+        "GET",
+        r"/codes/steps-snapshot/versions/1\?",
+        (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
+    )
+    return code_id
+
+
 @pytest.fixture
 def fake_azure() -> FakeAzure:
     return FakeAzure()
@@ -385,6 +410,7 @@ def wire():
         unbound_inputs=unbound_inputs,
         unbound_node_inputs=unbound_node_inputs,
         route_published_pipeline=route_published_pipeline,
+        route_deployment_assets=route_deployment_assets,
         child_run=child_run,
         run_history=run_history,
         WS_PATH=WS_PATH,
@@ -435,19 +461,30 @@ def route_published_pipeline(fake: FakeAzure, version: str = "3") -> None:
 
 
 @pytest.fixture
-def submitter(aml_env, fake_azure, fake_credential):
-    """An AmlSubmitter on the fake workspace, whose pipeline component
-    aml_trigger_training:3 is published: no retries, no backoff, no polling."""
+def make_submitter(aml_env, fake_azure, fake_credential):
+    """make_submitter() -> an AmlSubmitter on the fake workspace, configured by the
+    app settings as they are when called (a test may change them first): no retries,
+    no backoff."""
     from pipeline.aml_submitter import AmlSubmitter
     from pipeline.settings import Settings
 
-    return AmlSubmitter(
-        Settings.from_env(),
-        credential=fake_credential,
-        transport=fake_azure,
-        retry_total=0,
-        retry_backoff_factor=0,
-    )
+    def make():
+        return AmlSubmitter(
+            Settings.from_env(),
+            credential=fake_credential,
+            transport=fake_azure,
+            retry_total=0,
+            retry_backoff_factor=0,
+        )
+
+    return make
+
+
+@pytest.fixture
+def submitter(make_submitter):
+    """An AmlSubmitter on the fake workspace, whose pipeline component
+    aml_trigger_training:3 is published: no retries, no backoff, no polling."""
+    return make_submitter()
 
 
 # --- a workspace that stores what publish PUTs (test_publish, test_batch_pipeline) ---

@@ -11,20 +11,11 @@ SCORING = "https://retrain.westeurope.inference.ml.azure.com/jobs"
 
 
 @pytest.fixture
-def batch_submitter(aml_env, monkeypatch, fake_azure, fake_credential):
-    from pipeline.aml_submitter import AmlSubmitter
-    from pipeline.settings import Settings
-
+def batch_submitter(make_submitter, monkeypatch):
     monkeypatch.setenv("AML_BATCH_ENDPOINT", "retrain")
     monkeypatch.setenv("AML_BATCH_DEPLOYMENT", "training-v3")
     monkeypatch.delenv("AML_PIPELINE_COMPONENT")
-    return AmlSubmitter(
-        Settings.from_env(),
-        credential=fake_credential,
-        transport=fake_azure,
-        retry_total=0,
-        retry_backoff_factor=0,
-    )
+    return make_submitter()
 
 
 def test_invoke_posts_the_inputs_to_the_deployment(batch_submitter, fake_azure, wire):

@@ -101,28 +101,9 @@ def _workspace(fake_azure, wire, endpoint: Endpoint, answer) -> None:
     fake_azure.on("PUT", base + r"/deployments/[^/?]+\?", endpoint.put_deployment)
     fake_azure.on("DELETE", base + r"/deployments/[^/?]+\?", endpoint.delete_deployment)
     fake_azure.on("GET", base + r"/deployments\?", endpoint.list_deployments)
-    fake_azure.on(
-        "GET",
-        rf"/workspaces/{wire.WS}\?",
-        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
-    )
     fake_azure.on("POST", base + r"/listKeys\?", (200, {"primaryKey": "k1", "secondaryKey": "k2"}))
     fake_azure.on("POST", r"inference\.ml\.azure\.com/score", answer)
-    env_id = f"{wire.WS_PATH}/environments/aml-trigger-steps/versions/0.1.0-abc"
-    fake_azure.on(
-        "GET",
-        r"/environments/aml-trigger-steps/versions\?",
-        (200, {"value": [{"id": env_id, "name": "0.1.0-abc", "properties": {"image": "x"}}]}),
-    )
-    code_id = f"{wire.WS_PATH}/codes/steps-snapshot/versions/1"
-    fake_azure.on(
-        "GET", r"/codes/[^/]+/versions\?", (200, {"value": [{"id": code_id, "name": "1"}]})
-    )
-    fake_azure.on(
-        "GET",
-        r"/codes/steps-snapshot/versions/1\?",
-        (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
-    )
+    wire.route_deployment_assets(fake_azure)
 
 
 def _good(sent):

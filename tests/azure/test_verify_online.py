@@ -87,26 +87,7 @@ def workspace(fake_azure, wire):
     fake_azure.on("PUT", base + r"/deployments/[^/?]+\?", ws.put_deployment)
     fake_azure.on("GET", base + r"/deployments\?", ws.list_deployments)
     fake_azure.on("POST", base + r"/listKeys\?", (200, {"primaryKey": "k1", "secondaryKey": "k2"}))
-    fake_azure.on(
-        "GET",
-        rf"/workspaces/{wire.WS}\?",
-        (200, {"id": wire.WS_PATH, "name": wire.WS, "location": "westeurope", "properties": {}}),
-    )
-    env_id = f"{wire.WS_PATH}/environments/aml-trigger-steps/versions/0.1.0-abc"
-    fake_azure.on(
-        "GET",
-        r"/environments/aml-trigger-steps/versions\?",
-        (200, {"value": [{"id": env_id, "name": "0.1.0-abc", "properties": {"image": "x"}}]}),
-    )
-    code_id = f"{wire.WS_PATH}/codes/snapshot/versions/1"
-    fake_azure.on(
-        "GET", r"/codes/[^/]+/versions\?", (200, {"value": [{"id": code_id, "name": "1"}]})
-    )
-    fake_azure.on(
-        "GET",
-        r"/codes/snapshot/versions/1\?",
-        (200, {"id": code_id, "name": "1", "properties": {"codeUri": "https://x/y"}}),
-    )
+    wire.route_deployment_assets(fake_azure)
     return ws
 
 
