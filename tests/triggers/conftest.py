@@ -3,8 +3,11 @@ and a TriggerService on a temporary AML_TRIGGER_HOME."""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -135,6 +138,86 @@ def make_service(home: Path, fake_submitter: FakeSubmitter, clock: Clock, drop_q
         )
 
     return make
+
+
+@pytest.fixture
+def start_host(home: Path):
+    """start_host(service, key=...) -> the function app on a LocalHost at a free loopback
+    port, serving HTTP only (no blob watcher, no timers) with `service`; every host
+    started is stopped, and the runtime reset, after the test."""
+    import function_app
+    from tests.conftest import free_port
+    from triggers.host.local_host import LocalHost
+
+    started: list[LocalHost] = []
+
+    def start(service: TriggerService, *, key: str) -> LocalHost:
+        settings = Settings.from_env({"AML_TRIGGER_HOME": str(home)})
+        local = LocalHost(function_app.app, settings, port=free_port(), key=key,
+                          watch_blobs=False, run_timers=False)  # fmt: skip
+        local.start(service=service)
+        started.append(local)
+        return local
+
+    yield start
+    for local in started:
+        local.stop()
+    runtime.reset()
+
+
+class CallbackServer:
+    """A real HTTP server on loopback that keeps every callback (path and JSON body) and
+    answers POSTs with scripted statuses, 200 once the script runs out."""
+
+    def __init__(self, statuses: Iterable[int] = ()) -> None:
+        self.statuses = list(statuses)
+        self.received: list[tuple[str, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                outer.received.append((self.path, json.loads(self.rfile.read(length))))
+                status = outer.statuses.pop(0) if outer.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}
+        )
+        self.thread.start()
+
+    @property
+    def bodies(self) -> list[dict]:
+        return [body for _, body in self.received]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def callback_server():
+    """callback_server(statuses=()) -> a started CallbackServer, closed after the test."""
+    servers: list[CallbackServer] = []
+
+    def start(statuses: Iterable[int] = ()) -> CallbackServer:
+        servers.append(CallbackServer(statuses))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

@@ -5,21 +5,15 @@ documented DryRunPlan, errors carry no server path, and a callback_url's query s
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import jsonschema
 import pytest
 import requests
 
-import function_app
 from pipeline.runs import StepRecord
 from pipeline.settings import Settings
 from triggers import runtime
 from triggers.disclosure import Disclosure, shown_callback_url
-from triggers.host.local_host import LocalHost
 from triggers.monitor import RunMonitor
 from triggers.openapi import openapi_document
 
@@ -27,24 +21,9 @@ KEY = "disclosure-test-key"
 SECRET = "sig=s3cr3t-token"
 
 
-def start(home: Path, service) -> LocalHost:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings = Settings.from_env({"AML_TRIGGER_HOME": str(home)})
-    local = LocalHost(
-        function_app.app, settings, port=port, key=KEY, watch_blobs=False, run_timers=False
-    )
-    local.start(service=service)
-    return local
-
-
 @pytest.fixture
-def host(home, service):
-    local = start(home, service)
-    yield local
-    local.stop()
-    runtime.reset()
+def host(start_host, service):
+    return start_host(service, key=KEY)
 
 
 def api(host, method, path, **kwargs):
@@ -61,19 +40,11 @@ def conforms(instance, schema_name: str) -> None:
 
 
 # --- the dry run --------------------------------------------------------------------------
-def test_dry_run_answers_its_documented_plan_without_paths_or_commands(home):
+def test_dry_run_answers_its_documented_plan_without_paths_or_commands(home, start_host):
     service = runtime.build_service(Settings.from_env({"AML_TRIGGER_HOME": str(home)}))
-    local = start(home, service)  # the real local submitter's describe()
-    try:
-        body = {
-            "dry_run": True,
-            "data": "drops/a/",
-            "callback_url": f"https://h.example/cb?{SECRET}",
-        }
-        response = api(local, "POST", "runs", json=body)
-    finally:
-        local.stop()
-        runtime.reset()
+    local = start_host(service, key=KEY)  # the real local submitter's describe()
+    body = {"dry_run": True, "data": "drops/a/", "callback_url": f"https://h.example/cb?{SECRET}"}
+    response = api(local, "POST", "runs", json=body)
     assert response.status_code == 200
     plan = response.json()
     conforms(plan, "DryRunPlan")
@@ -151,37 +122,21 @@ def test_a_callback_url_is_shown_as_scheme_host_and_path(url, shown):
     assert shown_callback_url(url) == shown
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).received.append((self.path, json.loads(body)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_callback_query_is_kept_server_side_and_delivered_whole(host, home, service,
-                                                                fake_submitter):  # fmt: skip
-    receiver = HTTPServer(("127.0.0.1", 0), type("R", (_Receiver,), {"received": []}))
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{receiver.server_port}/hook?{SECRET}"
-        accepted = api(host, "POST", "runs", json={"callback_url": url})
-        run_id = accepted.json()["run_id"]
-        bare = f"http://127.0.0.1:{receiver.server_port}/hook"
-        assert accepted.status_code == 202 and accepted.json()["request"]["callback_url"] == bare
-        assert api(host, "GET", f"runs/{run_id}").json()["request"]["callback_url"] == bare
-        assert SECRET not in api(host, "GET", "runs").text
-        assert SECRET not in api(host, "GET", f"runs/{run_id}/status").text
-        fake_submitter.finish(run_id, "failed", error=f"worker: {home}/runs/{run_id}/worker.log")
-        RunMonitor(service).tick()
-    finally:
-        receiver.shutdown()
-    [(path, payload)] = receiver.RequestHandlerClass.received
+                                                                fake_submitter,
+                                                                callback_server):  # fmt: skip
+    receiver = callback_server()
+    url = f"{receiver.url}?{SECRET}"
+    accepted = api(host, "POST", "runs", json={"callback_url": url})
+    run_id = accepted.json()["run_id"]
+    assert accepted.status_code == 202
+    assert accepted.json()["request"]["callback_url"] == receiver.url
+    assert api(host, "GET", f"runs/{run_id}").json()["request"]["callback_url"] == receiver.url
+    assert SECRET not in api(host, "GET", "runs").text
+    assert SECRET not in api(host, "GET", f"runs/{run_id}/status").text
+    fake_submitter.finish(run_id, "failed", error=f"worker: {home}/runs/{run_id}/worker.log")
+    RunMonitor(service).tick()
+    [(path, payload)] = receiver.received
     assert path == f"/hook?{SECRET}"  # the receiver gets its token
     assert payload["error"] == f"worker: runs/{run_id}/worker.log"
     assert str(home) not in json.dumps(payload)

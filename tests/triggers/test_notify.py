@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -12,45 +10,6 @@ from triggers.monitor import RunMonitor
 from triggers.notify import CallbackNotifier, UnsafeCallback, check_callback_url
 from triggers.service import Accepted
 from triggers.validation import RequestError
-
-
-class CallbackServer:
-    """A real HTTP server on loopback answering POSTs with scripted statuses."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = list(statuses)
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                outer.bodies.append(json.loads(self.rfile.read(length)))
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 @pytest.fixture
@@ -64,26 +23,26 @@ def notifier(sleeps):
 
 
 def test_callback_is_retried_with_backoff_then_sent_once(
-    make_service, fake_submitter, notifier, sleeps
+    make_service, fake_submitter, notifier, sleeps, callback_server
 ):
     service = make_service(notifier=notifier)
-    with CallbackServer([503, 500, 200]) as hook:
-        outcome = service.submit_request(
-            _request(hook.url), trigger="http", idempotency_key="http:cb-1"
-        )
-        assert isinstance(outcome, Accepted)
-        monitor = RunMonitor(service)
-        assert monitor.tick().notified == []  # still queued: nothing to say yet
-        fake_submitter.finish(
-            outcome.run.run_id,
-            metrics={"auc": 0.71},
-            gate={"decision": "promote", "reasons": []},
-            model_version="3",
-            endpoint="http://127.0.0.1:5001/score",
-        )
-        report = monitor.tick()
-        assert report.notified == [outcome.run.run_id]
-        assert monitor.tick().notified == []  # recorded: never sent twice
+    hook = callback_server([503, 500, 200])
+    outcome = service.submit_request(
+        _request(f"{hook.url}?x=1"), trigger="http", idempotency_key="http:cb-1"
+    )
+    assert isinstance(outcome, Accepted)
+    monitor = RunMonitor(service)
+    assert monitor.tick().notified == []  # still queued: nothing to say yet
+    fake_submitter.finish(
+        outcome.run.run_id,
+        metrics={"auc": 0.71},
+        gate={"decision": "promote", "reasons": []},
+        model_version="3",
+        endpoint="http://127.0.0.1:5001/score",
+    )
+    report = monitor.tick()
+    assert report.notified == [outcome.run.run_id]
+    assert monitor.tick().notified == []  # recorded: never sent twice
     assert sleeps == [1.0, 2.0]  # exponential backoff between the three attempts
     assert len(hook.bodies) == 3
     summary = hook.bodies[-1]
@@ -96,23 +55,22 @@ def test_callback_is_retried_with_backoff_then_sent_once(
 
 
 def test_retries_are_bounded_and_the_failure_recorded(
-    make_service, fake_submitter, notifier, sleeps
+    make_service, fake_submitter, notifier, sleeps, callback_server
 ):
     service = make_service(notifier=notifier)
-    with CallbackServer([503] * 10) as hook:
-        outcome = service.submit_request(_request(hook.url), trigger="http",
-                                         idempotency_key="http:cb-2")  # fmt: skip
-        fake_submitter.finish(outcome.run.run_id, status="failed", error="prep: no rows")
-        report = RunMonitor(service).tick()
+    hook = callback_server([503] * 10)
+    outcome = service.submit_request(_request(f"{hook.url}?x=1"), trigger="http",
+                                     idempotency_key="http:cb-2")  # fmt: skip
+    fake_submitter.finish(outcome.run.run_id, status="failed", error="prep: no rows")
+    report = RunMonitor(service).tick()
     assert report.notify_failed == [outcome.run.run_id]
     assert len(hook.bodies) == 5 and sleeps == [1.0, 2.0, 4.0, 8.0]
     assert service.ledger.get("http:cb-2").notification["state"] == "failed"
     assert RunMonitor(service).tick().notify_failed == []
 
 
-def test_a_client_error_is_not_retried(notifier):
-    with CallbackServer([404]) as hook:
-        delivery = notifier.send(hook.url, {"run_id": "r"})
+def test_a_client_error_is_not_retried(notifier, callback_server):
+    delivery = notifier.send(callback_server([404]).url, {"run_id": "r"})
     assert not delivery.ok and delivery.attempts == 1 and delivery.status == 404
 
 

@@ -9,16 +9,10 @@ The backend is the fake submitter, so accepted runs cost nothing.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
 import pytest
-
-import function_app
-from pipeline.settings import Settings
-from triggers import runtime
-from triggers.host.local_host import LocalHost
 
 KEY = "fuzz-test-key"
 SEED = 20261206
@@ -33,18 +27,8 @@ CHECKS = (
 
 
 @pytest.fixture
-def host(home, make_service):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    settings = Settings.from_env({"AML_TRIGGER_HOME": str(home)})
-    local = LocalHost(
-        function_app.app, settings, port=port, key=KEY, watch_blobs=False, run_timers=False
-    )
-    local.start(service=make_service(MAX_CONCURRENT_RUNS="2"))
-    yield local
-    local.stop()
-    runtime.reset()
+def host(start_host, make_service):
+    return start_host(make_service(MAX_CONCURRENT_RUNS="2"), key=KEY)
 
 
 @pytest.mark.fuzz

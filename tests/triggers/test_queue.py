@@ -6,62 +6,22 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-import function_app
 from pipeline.run_events import publish_run_ended
-from pipeline.settings import Settings
-from triggers import runtime
 from triggers.events import HttpSubmission
-from triggers.host.local_host import LocalHost
 from triggers.monitor import RunMonitor
 
 KEY = "queue-test-key"
 RFC3339_UTC_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-class Callbacks:
-    """An HTTP receiver on loopback that keeps every callback body."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                outer.bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
-def callbacks():
-    receiver = Callbacks()
-    yield receiver
-    receiver.close()
+def callbacks(callback_server):
+    return callback_server()
 
 
 @pytest.fixture
@@ -70,17 +30,8 @@ def queue_of_one(make_service):
 
 
 @pytest.fixture
-def host(home, queue_of_one):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = Settings.from_env({"AML_TRIGGER_HOME": str(home)})
-    local = LocalHost(function_app.app, settings, port=port, key=KEY, watch_blobs=False,
-                      run_timers=False)  # fmt: skip
-    local.start(service=queue_of_one)
-    yield local
-    local.stop()
-    runtime.reset()
+def host(start_host, queue_of_one):
+    return start_host(queue_of_one, key=KEY)
 
 
 def api(host, method: str, path: str, body: dict | None = None, key: str | None = None):
