@@ -21,6 +21,40 @@ TAG_ORIGINATOR = "aml_trigger.originator"
 TAG_CODE_VERSION = "aml_trigger.code_version"
 
 
+def pipeline_job(
+    *,
+    name: str,
+    group: str,
+    component_id: str,
+    values: dict[str, Any],
+    data: dict[str, str],
+    compute: str,
+    experiment: str,
+    tags: dict[str, str],
+) -> Any:
+    """The PipelineJob of one of our pipeline components (no request sent): named for
+    the run, with the identity properties the submitter finds it by. `data` names the
+    inputs that are data assets, with their type (uri_folder, uri_file); the other
+    values are literals."""
+    from azure.ai.ml import Input
+    from azure.ai.ml.entities import PipelineJob, PipelineJobSettings
+
+    inputs = {
+        key: Input(type=data[key], path=value) if key in data else value
+        for key, value in values.items()
+    }
+    return PipelineJob(
+        name=name,
+        display_name=name,
+        component=component_id,
+        inputs=inputs,
+        settings=PipelineJobSettings(default_compute=compute),
+        experiment_name=experiment,
+        tags=tags,
+        properties={PROP_RUN_ID: name, PROP_GROUP: group, PROP_COMPUTE: compute},
+    )
+
+
 def job_record(job: Any) -> RunRecord:
     """The run record of one Azure ML job (pipeline or batch job)."""
     # Steps come from the child jobs, read separately (pipeline/aml_steps.py).

@@ -28,7 +28,6 @@ from pipeline.aml_client import (
     to_submission_error,
 )
 from pipeline.aml_jobs import (
-    PROP_COMPUTE,
     PROP_GROUP,
     PROP_RUN_ID,
     TAG_CODE_VERSION,
@@ -38,6 +37,7 @@ from pipeline.aml_jobs import (
     TAG_TRIGGER,
     group_record,
     job_record,
+    pipeline_job,
 )
 from pipeline.aml_verification import describe_verification, submit_verification
 from pipeline.compute import step_computes
@@ -340,30 +340,19 @@ class AmlSubmitter:
         dataset_config: str | None = None,
     ) -> Any:
         """The PipelineJob for one compute target (no request sent)."""
-        from azure.ai.ml import Input
-        from azure.ai.ml.entities import PipelineJob, PipelineJobSettings
-
-        inputs: dict[str, Any] = {}
         values = self._inputs(
             request, run_id, trigger, idempotency_key, code_version, dataset_config
         )
         values.update(step_computes(request, self.settings, compute, fanned_out=name != run_id))
-        for key, value in values.items():
-            if key == "training_data":
-                inputs[key] = Input(type="uri_folder", path=value)
-            elif key == "dataset_config":
-                inputs[key] = Input(type="uri_file", path=value)
-            else:
-                inputs[key] = value
-        return PipelineJob(
+        return pipeline_job(
             name=name,
-            display_name=name,
-            component=component_id,
-            inputs=inputs,
-            settings=PipelineJobSettings(default_compute=compute),
-            experiment_name=request.experiment,
+            group=run_id,
+            component_id=component_id,
+            values=values,
+            data={"training_data": "uri_folder", "dataset_config": "uri_file"},
+            compute=compute,
+            experiment=request.experiment,
             tags=self._tags(request, trigger, idempotency_key, code_version),
-            properties={PROP_RUN_ID: name, PROP_GROUP: run_id, PROP_COMPUTE: compute},
         )
 
     def data_uri(self, prefix: str) -> str:

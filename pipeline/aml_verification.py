@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.aml_jobs import PROP_COMPUTE, PROP_GROUP, PROP_RUN_ID
+from pipeline.aml_jobs import pipeline_job
 from pipeline.submitter import SubmissionError
 from pipeline.verification import VerificationRequest
 
@@ -56,9 +56,6 @@ def build_verify_job(
     idempotency_key: str | None,
     component_id: str,
 ) -> Any:
-    from azure.ai.ml import Input
-    from azure.ai.ml.entities import PipelineJob, PipelineJobSettings
-
     compute = request.compute or submitter.settings.aml_compute
     if not compute:
         raise SubmissionError(
@@ -71,19 +68,16 @@ def build_verify_job(
         model_uri=submitter.data_uri(request.model),
         endpoint=endpoint,
     )
-    inputs: dict[str, Any] = {}
-    for key, value in values.items():
-        inputs[key] = Input(type="uri_folder", path=value) if key in FOLDERS else value
     tags = {**submitter._tags(request, trigger, idempotency_key, None), TAG_KIND: "verify"}
-    return PipelineJob(
+    return pipeline_job(
         name=run_id,
-        display_name=run_id,
-        component=component_id,
-        inputs=inputs,
-        settings=PipelineJobSettings(default_compute=compute),
-        experiment_name=request.experiment,
+        group=run_id,
+        component_id=component_id,
+        values=values,
+        data=dict.fromkeys(FOLDERS, "uri_folder"),
+        compute=compute,
+        experiment=request.experiment,
         tags=tags,
-        properties={PROP_RUN_ID: run_id, PROP_GROUP: run_id, PROP_COMPUTE: compute},
     )
 
 
