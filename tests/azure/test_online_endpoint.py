@@ -111,10 +111,10 @@ def _good(sent):
     return (200, {"probabilities": [0.1] * len(rows), "model_version": "7"})
 
 
-def _deploy(ml_client, tmp_path, target="aci", environ=None):
+def _deploy(ml_client, tmp_path, target="aci", environ=None, endpoint_name="porto-seguro"):
     return deploy_online(
         target=target,
-        endpoint_name="porto-seguro",
+        endpoint_name=endpoint_name,
         model_name="porto-seguro-lgbm",
         model_version="7",
         sample_rows=ROWS,
@@ -345,15 +345,6 @@ def test_a_failed_delete_of_an_old_deployment_is_reported_not_fatal(
 
 def test_a_bad_endpoint_name_is_refused_before_any_request(ml_client, fake_azure, tmp_path):
     with pytest.raises(OnlineDeployError, match="3-32 characters") as caught:
-        deploy_online(
-            target="aci",
-            endpoint_name="porto_seguro",
-            model_name="porto-seguro-lgbm",
-            model_version="7",
-            sample_rows=ROWS,
-            out_dir=tmp_path / "out",
-            ml_client=ml_client,
-            environ={},
-        )
+        _deploy(ml_client, tmp_path, endpoint_name="porto_seguro")
     assert "--endpoint-name 'porto_seguro'" in str(caught.value)
     assert fake_azure.sent == []
