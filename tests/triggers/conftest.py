@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,19 +143,20 @@ def make_service(home: Path, fake_submitter: FakeSubmitter, clock: Clock, drop_q
 
 @pytest.fixture
 def start_host(home: Path):
-    """start_host(service, key=...) -> the function app on a LocalHost at a free loopback
-    port, serving HTTP only (no blob watcher, no timers) with `service`; every host
-    started is stopped, and the runtime reset, after the test."""
+    """start_host(service, key=..., **options) -> the function app on a LocalHost at a
+    free loopback port, serving HTTP only (no blob watcher, no timers) with `service`
+    (options: more LocalHost arguments, e.g. http_limits); every host started is
+    stopped, and the runtime reset, after the test."""
     import function_app
     from tests.conftest import free_port
     from triggers.host.local_host import LocalHost
 
     started: list[LocalHost] = []
 
-    def start(service: TriggerService, *, key: str) -> LocalHost:
+    def start(service: TriggerService, *, key: str, **options: Any) -> LocalHost:
         settings = Settings.from_env({"AML_TRIGGER_HOME": str(home)})
         local = LocalHost(function_app.app, settings, port=free_port(), key=key,
-                          watch_blobs=False, run_timers=False)  # fmt: skip
+                          watch_blobs=False, run_timers=False, **options)  # fmt: skip
         local.start(service=service)
         started.append(local)
         return local

@@ -14,10 +14,8 @@ import time
 
 import pytest
 
-import function_app
-from pipeline.settings import Settings
 from pipeline.storage import FolderStorage
-from triggers import decode, runtime
+from triggers import decode
 from triggers.events import BlobArrival
 from triggers.host.http_limits import HttpLimits
 from triggers.host.local_host import LocalHost
@@ -28,31 +26,13 @@ KEY = "hostile-test-key"
 
 
 @pytest.fixture
-def start_host(home, service):
-    started: list[LocalHost] = []
+def start_host(start_host, service):
+    """start_host(**limits) -> the host of tests/triggers/conftest.py with these HttpLimits."""
 
     def start(**limits) -> LocalHost:
-        settings = Settings.from_env({"AML_TRIGGER_HOME": str(home)})
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        local = LocalHost(
-            function_app.app,
-            settings,
-            port=port,
-            key=KEY,
-            watch_blobs=False,
-            run_timers=False,
-            http_limits=HttpLimits(**limits),
-        )
-        local.start(service=service)
-        started.append(local)
-        return local
+        return start_host(service, key=KEY, http_limits=HttpLimits(**limits))
 
-    yield start
-    for local in started:
-        local.stop()
-    runtime.reset()
+    return start
 
 
 @pytest.fixture
