@@ -440,6 +440,10 @@ class AmlSubmitter:
             return arm, version or ""
         if version:
             return self._component_arm_id(name, version), version
+        return self.latest_component(client, name)
+
+    def latest_component(self, client: Any, name: str) -> tuple[str, str]:
+        """The ARM id and version of the latest version of pipeline component `name`."""
         try:
             component = client.components.get(name, label="latest")
         except Exception as exc:  # noqa: BLE001 - mapped

@@ -28,7 +28,7 @@ TAG_KIND = "aml_trigger.kind"
 def verify_component_id(submitter: Any, client: Any | None) -> tuple[str, str | None]:
     """The verify pipeline component published with AML_PIPELINE_COMPONENT: its ARM id
     (or `azureml:name@latest` when no client is given to look the latest up)."""
-    from pipeline.aml_submitter import _ARM_COMPONENT, parse_component
+    from pipeline.aml_submitter import parse_component
 
     name, version, arm = parse_component(submitter.settings.aml_pipeline_component or "")
     if arm:
@@ -37,14 +37,7 @@ def verify_component_id(submitter: Any, client: Any | None) -> tuple[str, str | 
         return submitter._component_arm_id(VERIFY_COMPONENT, version), version
     if client is None:
         return f"azureml:{VERIFY_COMPONENT}@latest", None
-    try:
-        component = client.components.get(VERIFY_COMPONENT, label="latest")
-    except Exception as exc:  # noqa: BLE001 - mapped
-        raise submitter._error(exc, f"looking up pipeline component {VERIFY_COMPONENT}") from None
-    parsed = _ARM_COMPONENT.match(component.id or "")
-    if parsed is None:
-        raise SubmissionError("not_found", f"{VERIFY_COMPONENT}: Azure ML returned no version")
-    return parsed.group(1), parsed.group("version")
+    return submitter.latest_component(client, VERIFY_COMPONENT)
 
 
 def build_verify_job(
