@@ -26,14 +26,17 @@ import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 from bench.blob_detect import _Azurite, _Recorder
 
 OLD_TIMERS = {"sweep_drops": "*/10 * * * * *", "monitor_runs": "*/30 * * * * *"}
 TRIALS = 20
+T = TypeVar("T")
 
 
 def _p95(values: list[float]) -> float:
@@ -96,6 +99,23 @@ def _ticking(schedule_text: str, action, stop: threading.Event) -> threading.Thr
     return thread
 
 
+def _at_random_times(items: Sequence[T], *, within: float) -> Iterator[T]:
+    """Each item in turn, at uniformly random moments over `within` seconds: events
+    that arrive independently, not in step with any timer under measurement."""
+    start = time.perf_counter()
+    offsets = sorted(random.uniform(0, within) for _ in items)
+    for item, offset in zip(items, offsets, strict=True):
+        time.sleep(max(0.0, start + offset - time.perf_counter()))
+        yield item
+
+
+def _wait_for(done: Callable[[], bool], *, seconds: float) -> None:
+    """Until `done()` or `seconds` have passed; what never came is left out of the figure."""
+    deadline = time.perf_counter() + seconds
+    while not done() and time.perf_counter() < deadline:
+        time.sleep(0.05)
+
+
 def drop_latency(mode: str) -> list[float]:
     """Seconds from the window closing (last blob + quiet) to the run's submission."""
     import function_app
@@ -117,17 +137,13 @@ def drop_latency(mode: str) -> list[float]:
             threading.Thread(target=runner.run_until, args=(stop, 2.0), daemon=True).start()
         closes: dict[str, float] = {}
         try:
-            start = time.perf_counter()
-            for i, offset in enumerate(sorted(random.uniform(0, 10) for _ in range(TRIALS))):
-                time.sleep(max(0.0, start + offset - time.perf_counter()))
+            for i in _at_random_times(range(TRIALS), within=10):
                 folder = f"drops/{mode}-{i}/"
                 info = service.storage.put_blob("incoming", f"{folder}part-0.csv", b"a,b\n1,2\n")
                 service.on_blob(BlobArrival(container="incoming", name=info.name,
                                             etag=info.etag, size=info.size))  # fmt: skip
                 closes[folder] = time.perf_counter() + service.settings.blob_quiet_seconds
-            deadline = time.perf_counter() + 30
-            while len(recorder.submitted) < TRIALS and time.perf_counter() < deadline:
-                time.sleep(0.05)
+            _wait_for(lambda: len(recorder.submitted) >= TRIALS, seconds=30)
         finally:
             stop.set()
             runtime.reset()
@@ -182,17 +198,12 @@ def callback_latency(mode: str) -> list[float]:
             threading.Thread(target=runner.run_until, args=(stop, 1.0), daemon=True).start()
         ended: dict[str, float] = {}
         try:
-            start = time.perf_counter()
-            for run_id, offset in zip(run_ids, sorted(random.uniform(0, 30) for _ in run_ids),
-                                      strict=True):  # fmt: skip
-                time.sleep(max(0.0, start + offset - time.perf_counter()))
+            for run_id in _at_random_times(run_ids, within=30):
                 store.finish_run(run_id, "completed")
                 ended[run_id] = time.perf_counter()
                 if mode == "after":  # what pipeline/worker.py does when a run ends
                     publish_run_ended(settings.home, store.get(run_id), experiment="aml-trigger")
-            deadline = time.perf_counter() + 45
-            while len(_Callbacks.received) < TRIALS and time.perf_counter() < deadline:
-                time.sleep(0.05)
+            _wait_for(lambda: len(_Callbacks.received) >= TRIALS, seconds=45)
         finally:
             stop.set()
             runtime.reset()
