@@ -355,6 +355,20 @@ def route_deployment_assets(fake: FakeAzure) -> str:
     return code_id
 
 
+def put_online_deployment(sent: Sent, deployments: dict[str, dict], **defaults: Any) -> tuple:
+    """A PUT of an online deployment as Azure ML answers it once provisioned: kept in
+    `deployments` by name, with the defaults the service fills in (scale settings, sku,
+    and any other `defaults` of the properties)."""
+    name = sent.path.rsplit("/", 1)[-1]
+    body = sent.json()
+    deployments[name] = body
+    body["properties"]["provisioningState"] = "Succeeded"
+    for key, value in {"scaleSettings": {"scaleType": "Default"}, **defaults}.items():
+        body["properties"].setdefault(key, value)
+    body.setdefault("sku", {"name": "Default", "capacity": 1})
+    return (200, {"id": sent.path, "name": name, "location": "westeurope", **body})
+
+
 @pytest.fixture
 def fake_azure() -> FakeAzure:
     return FakeAzure()
@@ -411,6 +425,7 @@ def wire():
         unbound_node_inputs=unbound_node_inputs,
         route_published_pipeline=route_published_pipeline,
         route_deployment_assets=route_deployment_assets,
+        put_online_deployment=put_online_deployment,
         child_run=child_run,
         run_history=run_history,
         WS_PATH=WS_PATH,

@@ -28,6 +28,7 @@ class Endpoint:
     """An online endpoint with one live deployment (model-v6) as Azure ML holds it."""
 
     def __init__(self, wire, *, kind: str = "Managed") -> None:
+        self.wire = wire
         self.path = f"{wire.WS_PATH}/onlineEndpoints/porto-seguro"
         self.traffic = {"model-v6": 100}
         self.kind = kind
@@ -58,15 +59,8 @@ class Endpoint:
         return (200, self.resource())
 
     def put_deployment(self, sent):
-        name = sent.path.rsplit("/", 1)[-1]
-        body = sent.json()
-        self.deployments[name] = body
-        body["properties"]["provisioningState"] = "Succeeded"
-        body["properties"].setdefault("scaleSettings", {"scaleType": "Default"})
-        body.setdefault("sku", {"name": "Default", "capacity": 1})
-        if self.kind == "Kubernetes":
-            body["properties"].setdefault("containerResourceRequirements", RESOURCES)
-        return (200, {"id": sent.path, "name": name, "location": "westeurope", **body})
+        defaults = {"containerResourceRequirements": RESOURCES} if self.kind == "Kubernetes" else {}
+        return self.wire.put_online_deployment(sent, self.deployments, **defaults)
 
     def list_deployments(self, sent):
         live = {

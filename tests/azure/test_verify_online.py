@@ -65,13 +65,7 @@ class Workspace:
         return (200, {"value": value})
 
     def put_deployment(self, sent):
-        name = sent.path.rsplit("/", 1)[-1]
-        body = sent.json()
-        self.deployments[name] = body
-        body["properties"]["provisioningState"] = "Succeeded"
-        body["properties"].setdefault("scaleSettings", {"scaleType": "Default"})
-        body.setdefault("sku", {"name": "Default", "capacity": 1})
-        return (200, {"id": sent.path, "name": name, "location": "westeurope", **body})
+        return self.wire.put_online_deployment(sent, self.deployments)
 
 
 @pytest.fixture
