@@ -11,7 +11,6 @@ import function_app
 from pipeline.request import TrainingRequest
 from pipeline.run_events import events_dir, publish_run_ended
 from pipeline.settings import Settings
-from tests.triggers.test_notify import CallbackServer
 from triggers import decode, entry
 from triggers.decode import UndecodableEvent
 from triggers.events import RunEnded
@@ -146,14 +145,14 @@ def _submit_with_callback(service, url: str, key: str):
 
 
 def test_a_run_end_reaches_the_callback_through_the_event_without_a_timer(
-    home, installed, fake_submitter, event_runner
+    home, installed, fake_submitter, event_runner, callback_server
 ):
-    with CallbackServer([200]) as hook:
-        run = _submit_with_callback(installed, hook.url, "http:ev-1")
-        fake_submitter.finish(run.run_id, "completed")
-        # What the local worker writes when the run ends (pipeline/worker.py).
-        publish_run_ended(home, fake_submitter.get(run.run_id), experiment="aml-trigger")
-        assert len(event_runner.deliver().delivered) == 1
+    hook = callback_server([200])
+    run = _submit_with_callback(installed, hook.url, "http:ev-1")
+    fake_submitter.finish(run.run_id, "completed")
+    # What the local worker writes when the run ends (pipeline/worker.py).
+    publish_run_ended(home, fake_submitter.get(run.run_id), experiment="aml-trigger")
+    assert len(event_runner.deliver().delivered) == 1
     assert [b["run_id"] for b in hook.bodies] == [run.run_id]
     assert hook.bodies[0]["status"] == "completed"
     assert installed.ledger.open_entries() == []
@@ -179,11 +178,13 @@ def test_a_queued_run_starts_when_the_running_one_ends_by_event(
     assert fake_submitter.submissions == [first.run.run_id, second.run.run_id]
 
 
-def test_safety_net_settles_a_run_whose_end_event_was_lost(installed, fake_submitter):
-    with CallbackServer([200]) as hook:
-        run = _submit_with_callback(installed, hook.url, "http:lost-event")
-        fake_submitter.finish(run.run_id, "completed")
-        entry.safety_net()
+def test_safety_net_settles_a_run_whose_end_event_was_lost(
+    installed, fake_submitter, callback_server
+):
+    hook = callback_server([200])
+    run = _submit_with_callback(installed, hook.url, "http:lost-event")
+    fake_submitter.finish(run.run_id, "completed")
+    entry.safety_net()
     assert [b["run_id"] for b in hook.bodies] == [run.run_id]
     assert installed.ledger.open_entries() == []
 
