@@ -273,6 +273,95 @@ def test_datastore_registration_can_be_left_out():
     assert AZUREML_DATA_SCIENTIST in _role_assignments(deployment)
 
 
+# --- compute clusters (opt-in, create-only) ---------------------------------------------------
+COMPUTES = "Microsoft.MachineLearningServices/workspaces/computes"
+
+
+def _computes(deployment) -> dict[str, arm.Resource]:
+    return {c.name.split("/")[-1]: c for c in deployment.of_type(COMPUTES)}
+
+
+def test_no_cluster_is_created_unless_asked_and_the_step_computes_stay_unset():
+    deployment = _deploy()
+    assert deployment.of_type(COMPUTES) == []
+    settings = _app_settings(deployment)
+    assert "AML_PREP_COMPUTE" not in settings and "AML_TRAIN_COMPUTE" not in settings
+    # Clusters made elsewhere (`aml-trigger compute ensure`) can still be named.
+    settings = _app_settings(_deploy(additionalAppSettings={"AML_TRAIN_COMPUTE": "gpu-a"}))
+    assert Settings.from_env(_as_environment(settings)).aml_train_compute == "gpu-a"
+
+
+def test_create_clusters_declares_the_prep_and_train_amlcompute_clusters_in_the_workspace():
+    other = "99999999-8888-7777-6666-555555555555"
+    deployment = _deploy(
+        createClusters=True, amlSubscriptionId=other, amlResourceGroup="ml-prod",
+        amlWorkspaceName="w1", prepClusterName="prep-lp", prepClusterVmSize="Standard_D4s_v3",
+        prepClusterMaxNodes=3, prepClusterIdleTimeBeforeScaleDown="PT5M",
+        prepClusterVmPriority="LowPriority", trainClusterName="train-big",
+        trainClusterVmSize="Standard_F32s_v2", trainClusterMinNodes=1, trainClusterMaxNodes=8,
+        trainClusterIdleTimeBeforeScaleDown="PT1800S",
+    )  # fmt: skip
+    computes = _computes(deployment)
+    assert set(computes) == {"prep-lp", "train-big"}
+    workspace = (f"/subscriptions/{other}/resourceGroups/ml-prod/providers/"
+                 "Microsoft.MachineLearningServices/workspaces/w1")  # fmt: skip
+    for name, compute in computes.items():
+        # In the workspace's subscription and group, at the workspace's location.
+        assert compute.id == f"{workspace}/computes/{name}"
+        assert (compute.subscription_id, compute.resource_group) == (other, "ml-prod")
+        assert str(compute.body["location"]).startswith(f"{{{{reference({workspace}, 2024-04-01")
+        assert compute.properties["computeType"] == "AmlCompute"
+        assert compute.properties["disableLocalAuth"] is True
+        # No template-made identity: the app's own is not handed to jobs.
+        assert compute.body["identity"] == {"type": "None"}
+    prep = computes["prep-lp"].properties["properties"]
+    assert prep == {
+        "vmSize": "Standard_D4s_v3",
+        "vmPriority": "LowPriority",
+        "osType": "Linux",
+        "remoteLoginPortPublicAccess": "Disabled",
+        "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 3,
+                          "nodeIdleTimeBeforeScaleDown": "PT5M"},
+    }  # fmt: skip
+    train = computes["train-big"].properties["properties"]
+    assert (train["vmSize"], train["vmPriority"]) == ("Standard_F32s_v2", "Dedicated")
+    assert train["scaleSettings"] == {
+        "minNodeCount": 1,
+        "maxNodeCount": 8,
+        "nodeIdleTimeBeforeScaleDown": "PT1800S",
+    }
+
+    # The app's step computes name the clusters the template made, over hand-made settings.
+    settings = _app_settings(
+        _deploy(createClusters=True, prepClusterName="prep-lp", trainClusterName="train-big",
+                additionalAppSettings={"AML_PREP_COMPUTE": "elsewhere"})
+    )  # fmt: skip
+    env = _RecordingEnv(_as_environment(settings))
+    parsed = Settings.from_env(env)
+    assert (parsed.aml_prep_compute, parsed.aml_train_compute) == ("prep-lp", "train-big")
+    assert {"AML_PREP_COMPUTE", "AML_TRAIN_COMPUTE"} <= env.asked
+
+
+def test_clusters_run_as_the_user_assigned_identity_named():
+    identity = ("/subscriptions/s/resourceGroups/g/providers/"
+                "Microsoft.ManagedIdentity/userAssignedIdentities/ml-jobs")  # fmt: skip
+    deployment = _deploy(createClusters=True, clusterIdentityId=identity)
+    for compute in _computes(deployment).values():
+        assert compute.body["identity"] == {
+            "type": "UserAssigned",
+            "userAssignedIdentities": {identity: {}},
+        }
+
+
+def test_cluster_parameters_are_checked_like_azure_ml_checks_them():
+    with pytest.raises(arm.TemplateError, match=r"parameter prepClusterVmPriority: 'Spot' is not"):
+        _deploy(createClusters=True, prepClusterVmPriority="Spot")
+    with pytest.raises(arm.TemplateError, match=r"parameter trainClusterName: longer than 24"):
+        _deploy(createClusters=True, trainClusterName="t" * 25)
+    with pytest.raises(arm.TemplateError, match=r"parameter trainClusterMaxNodes: below 1"):
+        _deploy(createClusters=True, trainClusterMaxNodes=0)
+
+
 # --- app settings -----------------------------------------------------------------------------
 class _RecordingEnv(dict):
     """An environment that remembers which names the app asked for."""
