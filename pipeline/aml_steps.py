@@ -31,6 +31,20 @@ def child_runs(client: Any, job_name: str) -> list[Any]:
     )
 
 
+class ChildRuns:
+    """The child runs of each pipeline job, read at most once: one status read of a
+    drift probe needs them for check_drift's decision and again for the steps."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._read: dict[str, list[Any]] = {}
+
+    def __call__(self, job_name: str) -> list[Any]:
+        if job_name not in self._read:
+            self._read[job_name] = child_runs(self._client, job_name)
+        return self._read[job_name]
+
+
 def child_steps(client: Any, job_name: str, runs: list[Any] | None = None) -> list[StepRecord]:
     """The steps of pipeline job `job_name` (or of its child `runs`, already read), in
     the order they started."""

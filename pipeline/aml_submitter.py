@@ -180,8 +180,11 @@ class AmlSubmitter:
             if not _is_not_found(exc):
                 raise self._error(exc, f"reading run {run_id}") from None
         else:
-            record = self._followed(client, job)
-            return self._with_steps(client, record) if with_steps else record
+            from pipeline.aml_steps import ChildRuns
+
+            children = ChildRuns(client)  # a probe's are read for its decision and steps
+            record = self._followed(client, job, children)
+            return self._with_steps(client, record, children) if with_steps else record
         # A member's preemption retries and training job carry the group too; they are
         # followed from it.
         members = [j for j in self._group_jobs(client, run_id) if not _follows_up(j)]
@@ -189,7 +192,7 @@ class AmlSubmitter:
             raise RunNotFound(run_id)
         return group_record(run_id, [self._followed(client, j) for j in members])
 
-    def _followed(self, client: Any, job: Any) -> RunRecord:
+    def _followed(self, client: Any, job: Any, children: Any = None) -> RunRecord:
         """The job's record, its failure explained and a preempted attempt retried; a
         drift probe's is the run's: completed on a skip, else its training job's
         (submitted once the probe decided `retrain`: pipeline/drift_probe.py)."""
@@ -203,6 +206,7 @@ class AmlSubmitter:
             record,
             follow=lambda c, j: follow(c, j, retries=retries),
             build_training=lambda: training_job(client, job, published=self._published()),
+            children=children,
         )
 
     def _published(self) -> dict[str, Any]:
@@ -222,11 +226,7 @@ class AmlSubmitter:
             raise self._error(exc, "listing runs") from None
         # A drift probe is listed as its run (its training job read through it).
         records = [
-            self._with_steps(
-                client, self._followed(client, job) if is_drift_probe(job) else self._record(job)
-            )
-            for job in jobs
-            if job is not None and not is_training(job)
+            self._listed(client, job) for job in jobs if job is not None and not is_training(job)
         ]
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
@@ -575,7 +575,15 @@ class AmlSubmitter:
     def _record(self, job: Any) -> RunRecord:
         return job_record(job)
 
-    def _with_steps(self, client: Any, record: RunRecord) -> RunRecord:
+    def _listed(self, client: Any, job: Any) -> RunRecord:
+        if not is_drift_probe(job):
+            return self._with_steps(client, self._record(job))
+        from pipeline.aml_steps import ChildRuns
+
+        children = ChildRuns(client)  # read once for the probe's decision and its steps
+        return self._with_steps(client, self._followed(client, job, children), children)
+
+    def _with_steps(self, client: Any, record: RunRecord, children: Any = None) -> RunRecord:
         """The record with its steps from the job's child jobs (pipeline jobs only; a
         job not started yet has none). Steps are detail: failing to read them leaves
         the run's own state as it is and says why in `extra`."""
@@ -585,12 +593,13 @@ class AmlSubmitter:
             jobs = jobs[:-1]  # the last job has not started: it has no steps yet
         if not jobs and (record.status == "queued" or record.extra.get("batch_endpoint")):
             return record
-        from pipeline.aml_steps import child_steps
+        from pipeline.aml_steps import ChildRuns, child_steps
 
+        read = children or ChildRuns(client)
         try:
             # The latest attempt's nodes (a preemption retry is a job of its own).
             names = jobs or [record.extra.get("job_name") or record.run_id]
-            steps = [step for name in names for step in child_steps(client, name)]
+            steps = [step for name in names for step in child_steps(client, name, read(name))]
         except Exception as exc:  # noqa: BLE001 - reported in extra
             problem = self._error(exc, f"reading the steps of {record.run_id}")
             message = getattr(problem, "message", None) or f"{type(exc).__name__}: {exc}"

@@ -71,18 +71,21 @@ def after_probe(
     *,
     follow: Callable[[Any, Any], RunRecord],
     build_training: Callable[[], Any],
+    children: Callable[[str], list[Any]] | None = None,
 ) -> RunRecord:
     """The run's record once its probe `probe` reads as `record` (the probe's latest
     attempt): the probe's own while it runs or if it did not complete; completed on a
-    skip; else the training job's, submitted now if it is not yet."""
+    skip; else the training job's, submitted now if it is not yet. `children` reads a
+    job's child runs (default: from the run history, unshared)."""
     probe_attempt = record.extra.get("job_name") or probe.name
     phases = [probe_attempt]
     if record.status != "completed":
         return _update(record, phase_jobs=phases)
-    from pipeline.aml_steps import child_runs
+    from pipeline.aml_steps import ChildRuns
 
+    read = children or ChildRuns(client)
     try:
-        decision = drift_decision(child_runs(client, probe_attempt))
+        decision = drift_decision(read(probe_attempt))
     except Exception as exc:  # noqa: BLE001 - read again on the next status read
         return _waiting(record, phases, f"reading check_drift's decision: {_message(exc)}")
     if decision is None:

@@ -106,6 +106,8 @@ def test_a_skip_completes_the_run_with_the_reason_and_starts_nothing(
     assert [s.name for s in record.steps] == ["prep", "check_drift"]
     assert len(fake_azure.requests("PUT", "/jobs/")) == 1  # no training job
     assert fake_azure.requests("GET", "/jobs/run-dp-retrain") == []
+    # check_drift's decision and the steps come from one read of the probe's children.
+    assert len(fake_azure.requests("GET", "/runs/run-dp/children")) == 1
 
 
 def test_a_retrain_submits_the_training_nodes_once_under_the_same_run_id(
