@@ -14,7 +14,7 @@ a promotion that finds the champion moved after its own write revokes itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,30 @@ def champion_of(versions: Iterable[Tagged]) -> str | None:
 def next_promotion(versions: Iterable[Tagged]) -> int:
     """Revoked promotions count too: a number is never handed out twice."""
     return 1 + max((v.promotion or 0 for v in versions), default=0)
+
+
+def should_shift(this_version: str, champion: str | None) -> bool:
+    """May traffic move to `this_version`? Only while it is still the champion: a rival
+    promotion can outrank ours after register reported "promoted" (two runs writing the
+    same number; ties go to the higher version), and the endpoint must serve the champion."""
+    return champion is not None and str(champion) == str(this_version)
+
+
+class Superseded(Exception):
+    """The version being deployed stopped being the champion before its traffic shift.
+    `cleanup` says what was done with its new deployment (set by the endpoint code)."""
+
+    def __init__(self, version: str, champion: str | None) -> None:
+        self.version, self.champion, self.cleanup = str(version), champion, ""
+        now = f"v{champion} is the champion now" if champion else "there is no champion now"
+        super().__init__(f"v{version} is no longer the champion ({now})")
+
+
+def check_still_champion(version: str, read_champion: Callable[[], str | None]) -> None:
+    """Re-read the champion right before a traffic shift; raise Superseded if it moved."""
+    champion = read_champion()
+    if not should_shift(version, champion):
+        raise Superseded(version, champion)
 
 
 def versions_of(client: Any, model_name: str) -> list[Tagged]:

@@ -4,7 +4,10 @@ Skipped (exit 0, with the reason) when the target is `none` or the gate did not
 promote the candidate: the current champion keeps serving. When a deployment
 fails its smoke test the old deployment keeps serving and the version's promotion
 is revoked (steps/champion.py), so the registry never names a model the endpoint
-refused.
+refused. Right before the traffic shift the champion is read again: if a rival
+promotion outranked this version meanwhile, traffic stays where it is, the new
+deployment goes as after a failed smoke test, the version's promotion is revoked,
+and the step is skipped (exit 0) with `superseded_by` in its summary.
 """
 
 from __future__ import annotations
@@ -54,11 +57,17 @@ def deploy(
     configure_registry()
     import mlflow
 
+    from steps.champion import Superseded, current_champion
+
     model_name, version = reg["model_name"], str(reg["model_version"])
     rows = sample_rows(prepared)
+
+    def read_champion() -> str | None:  # the rule register and evaluate apply
+        return current_champion(mlflow.MlflowClient(), model_name)
+
     try:
         if target == "local":
-            summary.update(_deploy_local(endpoint_name, model_name, version, rows))
+            summary.update(_deploy_local(endpoint_name, model_name, version, rows, read_champion))
         else:
             from steps.online_endpoint import deploy_online
 
@@ -69,7 +78,12 @@ def deploy(
                 model_version=version,
                 sample_rows=rows,
                 out_dir=out,
+                read_champion=read_champion,
             )
+    except Superseded as exc:
+        summary.update(_superseded(mlflow.MlflowClient(), model_name, exc))
+        write_json(out / "summary.json", summary)
+        return summary
     except Exception as exc:
         from steps.register import restore_champion
 
@@ -88,7 +102,29 @@ def deploy(
     return summary
 
 
-def _deploy_local(endpoint_name: str, model_name: str, version: str, rows: list) -> dict[str, Any]:
+def _superseded(client: Any, model_name: str, exc: Any) -> dict[str, Any]:
+    """Skip, not fail: the champion is someone else's and the endpoint still serves
+    what it served. This version's promotion is revoked so that, should the rival's
+    own deploy fail and be rolled back, the champion falls back to what is serving,
+    never to this version that never got traffic."""
+    from steps.champion import revoke
+
+    client.set_model_version_tag(model_name, exc.version, "deploy", "superseded")
+    revoke(client, model_name, exc.version, f"superseded before the traffic shift: {exc}")
+    return {
+        "scoring_uri": None,
+        "deployment": None,
+        "superseded_by": exc.champion,
+        "skipped_reason": (
+            f"{exc} at the traffic shift (another run promoted meanwhile); "
+            f"{exc.cleanup}; traffic not shifted"
+        ),
+    }
+
+
+def _deploy_local(
+    endpoint_name: str, model_name: str, version: str, rows: list, read_champion: Any
+) -> dict[str, Any]:
     import mlflow
 
     from steps.champion import model_version_uri
@@ -108,6 +144,7 @@ def _deploy_local(endpoint_name: str, model_name: str, version: str, rows: list)
             model_version=version,
             model_source=source,
             sample_rows=rows,
+            read_champion=read_champion,
         )
     return {
         "scoring_uri": info["scoring_uri"],

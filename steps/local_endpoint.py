@@ -6,8 +6,10 @@ laid out as Azure ML lays it out (`azureml-models/<name>/<version>`). It runs
 detached (its own session) so it outlives the deploy step, with its log and
 `deployment.json` in `$AML_TRIGGER_HOME/endpoints/<endpoint>/<blue|green>/`.
 The endpoint's `state.json` names the live deployment; it is switched (atomic
-write) only after the new deployment answered the smoke test, and only then is
-the old one stopped. A failed smoke test stops the new one; the old one serves on.
+write) only after the new deployment answered the smoke test and, when deploy
+passes `read_champion`, only if its version is still the champion at that moment
+(steps/champion.py); only then is the old one stopped. A failed smoke test, or a
+version superseded meanwhile, stops the new one; the old one serves on.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from steps._cli import StepError, read_json, write_json
+from steps.champion import Superseded, check_still_champion
 from steps.smoke_test import smoke_test
 
 ENTRY_SCRIPT = Path(__file__).resolve().parent / "score.py"
@@ -58,8 +62,11 @@ def deploy_local(
     sample_rows: list[dict[str, Any]],
     entry_script: Path = ENTRY_SCRIPT,
     ready_timeout: float = 120.0,
+    read_champion: Callable[[], str | None] | None = None,
 ) -> dict[str, Any]:
-    """Start, smoke test, switch, stop the old one; returns the new live deployment."""
+    """Start, smoke test, check the version is still the champion (`read_champion`),
+    switch, stop the old one; returns the new live deployment. Raises Superseded
+    (the new deployment stopped, the old one serving) when the champion moved."""
     folder = endpoint_dir(home, endpoint_name)
     folder.mkdir(parents=True, exist_ok=True)
     with _endpoint_lock(folder):
@@ -89,12 +96,26 @@ def deploy_local(
                 ready_timeout,
             )  # fmt: skip
             smoke = smoke_test(info["scoring_uri"], sample_rows)
+            if read_champion is not None:
+                # The last moment before the switch: a rival promotion may have
+                # outranked this version since register reported it promoted.
+                check_still_champion(model_version, read_champion)
         except StepError as exc:
             if process is not None:
                 _stop_child(process)
             raise StepError(
                 f"new deployment {color} (model v{model_version}) failed: {exc}; {old_label}"
             ) from None
+        except Superseded as exc:
+            _stop_child(process)
+            exc.cleanup = f"new deployment {color} (model v{model_version}) stopped; {old_label}"
+            raise
+        except BaseException:
+            # The champion could not be read (or the step was interrupted): the new
+            # deployment must not outlive the step with no state naming it.
+            if process is not None:
+                _stop_child(process)
+            raise
         info["smoke_test"] = smoke
         write_json(deployment_dir / "deployment.json", info)
         write_json(

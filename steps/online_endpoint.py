@@ -9,8 +9,11 @@ workspace registry) through the same entry script as the local target,
 
 Order of work: create the new deployment with 0 % traffic, smoke test it alone
 (invoke with its deployment name, i.e. the `azureml-model-deployment` header),
-then shift all traffic to it. A failed smoke test deletes the new deployment and
-leaves traffic exactly where it was, then raises, so the step fails with the reason.
+then, if deploy passes `read_champion`, re-read the champion (steps/champion.py)
+and shift all traffic to it only if its version is still the champion. A failed
+smoke test deletes the new deployment and leaves traffic exactly where it was, then
+raises, so the step fails with the reason; a version superseded meanwhile is
+deleted the same way and raises Superseded (deploy reports it as skipped).
 
 This module runs inside an Azure ML job: the workspace comes from the job's
 environment (AZUREML_ARM_SUBSCRIPTION, AZUREML_ARM_RESOURCEGROUP,
@@ -26,10 +29,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from steps.champion import Superseded, check_still_champion
 from steps.endpoint_names import check_endpoint_name
 from steps.rollback import OWNER_TAG, retired, rollback_target
 
@@ -123,6 +127,7 @@ def deploy_online(
     out_dir: Path | str,
     ml_client: Any = None,
     environ: Mapping[str, str] | None = None,
+    read_champion: Callable[[], str | None] | None = None,
 ) -> dict[str, Any]:
     """Deploy `model_name` v`model_version` blue/green; returns deploy's summary."""
     from azure.ai.ml.entities import CodeConfiguration
@@ -161,8 +166,18 @@ def deploy_online(
             problem = f"creating it failed: {_one_line(exc)}"
         else:
             problem = _smoke_test(client, endpoint_name, name, sample_rows, out)
+    kept = ", ".join(f"{k} {v}%" for k, v in previous.items() if v) or "no deployment"
+    if problem is None and read_champion is not None:
+        # The last moment before the traffic PUT: a rival promotion may have outranked
+        # this version since register reported it promoted (docs/azure.md, the race).
+        try:
+            check_still_champion(model_version, read_champion)
+        except Superseded as exc:
+            exc.cleanup = f"{_remove(client, endpoint_name, name)}, traffic unchanged ({kept})"
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported with what happened to traffic
+            problem = f"re-reading the champion before the traffic shift failed: {_one_line(exc)}"
     if problem is not None:
-        kept = ", ".join(f"{k} {v}%" for k, v in previous.items() if v) or "no deployment"
         removed = _remove(client, endpoint_name, name)
         raise OnlineDeployError(
             f"deployment {name} on endpoint {endpoint_name}: {problem}; "

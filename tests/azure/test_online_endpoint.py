@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import pytest
 
+from steps.champion import PROMOTION_TAG, Superseded, current_champion
 from steps.online_endpoint import (
     OnlineDeployError,
     check_predictions,
@@ -105,7 +107,7 @@ def _good(sent):
     return (200, {"probabilities": [0.1] * len(rows), "model_version": "7"})
 
 
-def _deploy(ml_client, tmp_path, target="aci", environ=None, endpoint_name="porto-seguro"):
+def _deploy(ml_client, tmp_path, target="aci", environ=None, endpoint_name="porto-seguro", **extra):
     return deploy_online(
         target=target,
         endpoint_name=endpoint_name,
@@ -115,6 +117,7 @@ def _deploy(ml_client, tmp_path, target="aci", environ=None, endpoint_name="port
         out_dir=tmp_path / "out",
         ml_client=ml_client,
         environ=environ or {},
+        **extra,
     )
 
 
@@ -342,3 +345,53 @@ def test_a_bad_endpoint_name_is_refused_before_any_request(ml_client, fake_azure
         _deploy(ml_client, tmp_path, endpoint_name="porto_seguro")
     assert "--endpoint-name 'porto_seguro'" in str(caught.value)
     assert fake_azure.sent == []
+
+
+def test_a_version_outranked_before_the_shift_is_deleted_and_traffic_kept(
+    ml_client, fake_azure, wire, tmp_path
+):
+    # The registry after the documented race: v7 (this run) and its rival v8 both
+    # wrote promotion 2 over v6's 1; the tie goes to v8, so v8 is the champion.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    registry = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    registry.create_registered_model("porto-seguro-lgbm")
+    for _ in range(8):
+        registry.create_model_version("porto-seguro-lgbm", source=str(tmp_path / "m"))
+    for version, promotion in (("6", "1"), ("7", "2"), ("8", "2")):
+        registry.set_model_version_tag("porto-seguro-lgbm", version, PROMOTION_TAG, promotion)
+    endpoint = Endpoint(wire)
+    _workspace(fake_azure, wire, endpoint, _good)
+
+    with pytest.raises(Superseded) as caught:
+        _deploy(ml_client, tmp_path,
+                read_champion=lambda: current_champion(registry, "porto-seguro-lgbm"))  # fmt: skip
+
+    assert caught.value.champion == "8"
+    assert caught.value.cleanup == "deleted model-v7, traffic unchanged (model-v6 100%)"
+    assert any("inference.ml" in s.url for s in fake_azure.sent)  # checked after the smoke test
+    assert [s.method for s in fake_azure.requests(contains="/deployments/model-v7")] == [
+        "PUT",
+        "DELETE",
+    ]
+    endpoint_writes = [
+        s for s in fake_azure.sent
+        if s.method in {"PUT", "PATCH"} and s.path.endswith("/porto-seguro")
+    ]  # fmt: skip
+    assert endpoint_writes == []  # no traffic shift was sent
+    assert endpoint.traffic == {"model-v6": 100} and "model-v7" not in endpoint.deployments
+
+
+def test_a_champion_read_that_fails_deletes_the_new_deployment(
+    ml_client, fake_azure, wire, tmp_path
+):
+    endpoint = Endpoint(wire)
+    _workspace(fake_azure, wire, endpoint, _good)
+
+    def unreachable():
+        raise ConnectionError("registry unreachable")
+
+    with pytest.raises(OnlineDeployError) as caught:
+        _deploy(ml_client, tmp_path, read_champion=unreachable)
+    assert "re-reading the champion before the traffic shift failed" in str(caught.value)
+    assert "deleted model-v7, traffic unchanged (model-v6 100%)" in str(caught.value)
+    assert endpoint.traffic == {"model-v6": 100} and "model-v7" not in endpoint.deployments

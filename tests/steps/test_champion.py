@@ -9,13 +9,16 @@ import pytest
 from steps.champion import (
     PROMOTION_TAG,
     REVOKED_TAG,
+    Superseded,
     Tagged,
     champion_of,
+    check_still_champion,
     current_champion,
     model_version_uri,
     next_promotion,
     promote,
     revoke,
+    should_shift,
 )
 
 
@@ -94,3 +97,13 @@ def test_a_version_is_loaded_from_its_run_s_artifacts_not_through_runs_uri(tmp_p
     client.create_model_version("r", source=f"runs:/{run_id}/model", run_id=run_id)
     located = model_version_uri(client, "r", "1")
     assert located == f"{run.info.artifact_uri}/model" and not located.startswith("runs:/")
+
+
+def test_traffic_shifts_only_to_the_version_still_champion():
+    assert should_shift("2", "2") and should_shift(2, "2")
+    assert not should_shift("2", "3")  # a rival outranked it after register said "promoted"
+    assert not should_shift("2", None)  # revoked meanwhile: nothing to serve it as
+    with pytest.raises(Superseded) as caught:
+        check_still_champion("2", lambda: "3")
+    assert caught.value.champion == "3" and "v3 is the champion now" in str(caught.value)
+    check_still_champion("3", lambda: "3")  # still champion: no exception
