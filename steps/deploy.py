@@ -109,15 +109,19 @@ def _superseded(client: Any, model_name: str, exc: Any) -> dict[str, Any]:
     never to this version that never got traffic."""
     from steps.champion import revoke
 
-    client.set_model_version_tag(model_name, exc.version, "deploy", "superseded")
-    revoke(client, model_name, exc.version, f"superseded before the traffic shift: {exc}")
+    try:
+        client.set_model_version_tag(model_name, exc.version, "deploy", "superseded")
+        revoke(client, model_name, exc.version, f"superseded before the traffic shift: {exc}")
+        revoked = f"v{exc.version}'s promotion revoked"
+    except Exception as error:  # noqa: BLE001 - the endpoint is right either way; say so
+        revoked = f"revoking v{exc.version}'s promotion failed ({type(error).__name__}: {error})"
     return {
         "scoring_uri": None,
         "deployment": None,
         "superseded_by": exc.champion,
         "skipped_reason": (
             f"{exc} at the traffic shift (another run promoted meanwhile); "
-            f"{exc.cleanup}; traffic not shifted"
+            f"{exc.cleanup}; traffic not shifted; {revoked}"
         ),
     }
 
